@@ -1,0 +1,10 @@
+"""polyjit: a JAX-style tracing compiler that runs the same Python on any GPU or CPU."""
+from .tracer import dtypes, tree_util
+from .tracer.array import Array
+from .tracer.core import ClosedJaxpr, ConcretizationError, Jaxpr, ShapedArray
+from .tracer.jit import jit, make_jaxpr
+from .tracer.primitives import ShapeError
+from .backends import default_backend, device_put, devices, get_backend
+from . import lax, numpy, random
+
+__version__ = "0.1.0"

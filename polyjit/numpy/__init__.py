@@ -1,0 +1,2 @@
+"""TEMP"""
+from .. import lax

@@ -1,0 +1,1 @@
+"""The tracer: IR, primitives and their shape rules, staging, jit."""

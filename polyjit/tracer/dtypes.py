@@ -1,0 +1,120 @@
+"""The dtypes polyjit supports, their short names, and type promotion.
+
+Array-array promotion follows numpy (``np.promote_types``); Python scalars are
+weakly typed as in JAX: they take the dtype of the array they meet.
+"""
+import numpy as np
+import ml_dtypes
+
+bfloat16 = np.dtype(ml_dtypes.bfloat16)
+bool_ = np.dtype(np.bool_)
+int8, int16, int32, int64 = (np.dtype(t) for t in (np.int8, np.int16, np.int32, np.int64))
+uint8, uint16, uint32, uint64 = (np.dtype(t) for t in (np.uint8, np.uint16, np.uint32, np.uint64))
+float16, float32, float64 = (np.dtype(t) for t in (np.float16, np.float32, np.float64))
+
+SHORT_NAMES = {bool_: "bool", int8: "i8", int16: "i16", int32: "i32", int64: "i64",
+               uint8: "u8", uint16: "u16", uint32: "u32", uint64: "u64",
+               float16: "f16", bfloat16: "bf16", float32: "f32", float64: "f64"}
+SUPPORTED = tuple(SHORT_NAMES)
+
+# Defaults for values that carry no dtype of their own (Python scalars, arange(5), zeros(3)):
+# 32-bit like JAX, since GPUs (and WebGPU above all) are 32-bit machines.
+default_float = float32
+default_int = int32
+
+
+def canonicalize(dtype) -> np.dtype:
+    """np.dtype for anything naming a supported dtype; TypeError naming it otherwise."""
+    if dtype is float:
+        return default_float
+    if dtype is int:
+        return default_int
+    if dtype is bool:
+        return bool_
+    try:
+        dt = np.dtype(dtype)
+    except TypeError:
+        raise TypeError(f"polyjit does not understand dtype {dtype!r}") from None
+    if dt not in SHORT_NAMES:
+        raise TypeError(f"polyjit does not support dtype {dt.name!r}; supported: "
+                        + ", ".join(d.name for d in SUPPORTED))
+    return dt
+
+
+def short_name(dtype) -> str:
+    return SHORT_NAMES[np.dtype(dtype)]
+
+
+def is_float(dt) -> bool:
+    return np.dtype(dt) in (float16, bfloat16, float32, float64)
+
+
+def is_int(dt) -> bool:
+    return np.dtype(dt).kind in "iu"
+
+
+def is_unsigned(dt) -> bool:
+    return np.dtype(dt).kind == "u"
+
+
+def is_bool(dt) -> bool:
+    return np.dtype(dt) == bool_
+
+
+def finfo(dt):
+    return ml_dtypes.finfo(np.dtype(dt))
+
+
+def iinfo(dt):
+    return np.iinfo(np.dtype(dt))
+
+
+def _promote_pair(a: np.dtype, b: np.dtype) -> np.dtype:
+    if bfloat16 not in (a, b):
+        return np.promote_types(a, b)
+    other = b if a == bfloat16 else a
+    if other in (bfloat16, bool_, int8, uint8):
+        return bfloat16
+    if other == float16:
+        return float32  # neither holds the other's values
+    # numpy has no bfloat16 rule for wider ints: rank bfloat16 as float16 does
+    return np.promote_types(float16, other)
+
+
+def promote_types(*dtypes) -> np.dtype:
+    out = canonicalize(dtypes[0])
+    for d in dtypes[1:]:
+        out = _promote_pair(out, canonicalize(d))
+    return out
+
+
+def result_type(*avals_or_dtypes):
+    """Result dtype and weakness of mixing values given as (dtype, weak_type) pairs.
+
+    Strong dtypes promote as numpy does. A weak value (Python scalar) adopts the strong
+    dtype of its kind; a weak float meeting only integers gives the default float.
+    """
+    pairs = [(canonicalize(d), bool(w)) for d, w in avals_or_dtypes]
+    strong = [d for d, w in pairs if not w]
+    if not strong:
+        return promote_types(*[d for d, _ in pairs]), True
+    out = promote_types(*strong)
+    weak_kinds = {_kind(d) for d, w in pairs if w}
+    if _kind(out) < max(weak_kinds, default=0):  # e.g. int array * 0.5
+        out = default_float if max(weak_kinds) == 2 else default_int
+    return out, False
+
+
+def _kind(dt) -> int:
+    return 0 if is_bool(dt) else 1 if is_int(dt) else 2
+
+
+def scalar_dtype(x) -> np.dtype:
+    """The weak dtype of a Python scalar."""
+    if isinstance(x, bool):
+        return bool_
+    if isinstance(x, int):
+        return default_int if -2**31 <= x < 2**31 else int64
+    if isinstance(x, float):
+        return default_float
+    raise TypeError(f"{type(x).__name__} is not a polyjit scalar type (value {x!r})")
