@@ -12,8 +12,6 @@ ALL_BACKENDS = ["numpy", "opencl", "cuda", "webgpu"]
 
 
 def _available(name):
-    if name not in backends._factories:
-        return f"backend {name!r} is not implemented in this build"
     try:
         backends.get_backend(name)
     except Exception as e:  # missing package or device: named in the skip reason
@@ -21,7 +19,12 @@ def _available(name):
     return None
 
 
-@pytest.fixture(params=os.environ.get("POLYJIT_TEST_BACKENDS", ",".join(ALL_BACKENDS)).split(","))
+def _backends_to_test():
+    wanted = os.environ.get("POLYJIT_TEST_BACKENDS")
+    return wanted.split(",") if wanted else [b for b in ALL_BACKENDS if b in backends._factories]
+
+
+@pytest.fixture(params=_backends_to_test())
 def backend(request):
     why = _available(request.param)
     if why:
