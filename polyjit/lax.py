@@ -5,6 +5,8 @@ and do no broadcasting beyond scalars; polyjit.numpy builds numpy semantics on t
 """
 from __future__ import annotations
 
+import builtins  # this module defines lax.max/min/slice/map
+
 import numpy as np
 
 from .tracer import dtypes, primitives as P
@@ -269,7 +271,7 @@ def padtype_to_pads(in_shape, window, strides, padding):
         pads = []
         for d, k, s in zip(in_shape, window, strides):
             out = -(-d // s)
-            total = max((out - 1) * s + k - d, 0)
+            total = builtins.max((out - 1) * s + k - d, 0)
             lo = total // 2 if padding.upper() != "SAME_LOWER" else total - total // 2
             pads.append((lo, total - lo))
         return pads
@@ -330,10 +332,11 @@ def _trace_fun(fun, in_tree, in_avals, what):
             closed.consts, out_tree_box[0])
 
 
-def _with_unused_inputs(jaxpr: Jaxpr, before, after) -> Jaxpr:
-    """The same jaxpr taking extra ignored inputs of the given avals around its own."""
+def _with_unused_consts(jaxpr: Jaxpr, nconsts, before, after) -> Jaxpr:
+    """The same jaxpr with ignored inputs of the given avals around its own consts."""
     from .tracer.core import Var
-    return Jaxpr([], [Var(a) for a in before] + jaxpr.invars + [Var(a) for a in after],
+    consts, ops = jaxpr.invars[:nconsts], jaxpr.invars[nconsts:]
+    return Jaxpr([], [Var(a) for a in before] + consts + [Var(a) for a in after] + ops,
                  jaxpr.eqns, jaxpr.outvars)
 
 
@@ -361,14 +364,14 @@ def _switch(index, branches, operands, clamp):
     out_trees = [t[2] for t in traced]
     if any(t != out_trees[0] for t in out_trees):
         raise TypeError("switch/cond branches must return the same structure, got "
-                        + " vs ".join(map(str, out_trees)))
+                        + " vs ".join(builtins.map(str, out_trees)))
     all_consts = [c for t in traced for c in t[1]]
     const_avals = [[get_aval(c) for c in t[1]] for t in traced]
     jaxprs = []
     for i, (j, consts, _) in enumerate(traced):
         before = [a for cs in const_avals[:i] for a in cs]
         after = [a for cs in const_avals[i + 1:] for a in cs]
-        jaxprs.append(_with_unused_inputs(j, before, after))
+        jaxprs.append(_with_unused_consts(j, len(consts), before, after))
     idx = index
     if isinstance(index, (bool, int)) and not isinstance(index, np.generic):
         idx = np.int32(index)
@@ -463,7 +466,7 @@ def fori_loop(lower, upper, body_fun, init_val):
         def step(carry, _):
             i, val = carry
             return (add(i, np.int32(1)), body_fun(i, val)), None
-        (_, out), _ = scan(step, (np.int32(lo), init_val), None, length=max(hi - lo, 0))
+        (_, out), _ = scan(step, (np.int32(lo), init_val), None, length=builtins.max(hi - lo, 0))
         return out
 
     def wcond(c):

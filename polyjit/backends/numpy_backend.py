@@ -27,15 +27,13 @@ def _via_f32(fn):
         dt = xs[0].dtype
         if _small_float(dt):
             return np.asarray(fn(*[x.astype(np.float32) for x in xs], **kw)).astype(dt)
-        return np.asarray(fn(*xs, **kw), dtype=dt)
+        out = fn(*xs, **kw)
+        return out if out.dtype == dt else out.astype(dt)
     return impl
 
 
 def _quiet(fn):
-    def impl(*xs, **kw):
-        with np.errstate(all="ignore"):
-            return fn(*xs, **kw)
-    return impl
+    return fn   # floating-point warnings are silenced once per program run (see compile_jaxpr)
 
 
 _vec_erf = np.vectorize(math.erf, otypes=[np.float64])
@@ -132,8 +130,8 @@ _binary = {
     "max": np.maximum, "min": np.minimum, "atan2": np.arctan2, "nextafter": np.nextafter,
 }
 for _n, _f in _binary.items():
-    impl_rules[P.BINARY[_n]] = _quiet(lambda x, y, f=_f: _via_f32(f)(*np.broadcast_arrays(x, y)))
-impl_rules[P.BINARY["div"]] = _quiet(lambda x, y: _via_f32(_int_div)(*np.broadcast_arrays(x, y)))
+    impl_rules[P.BINARY[_n]] = _via_f32(_f)
+impl_rules[P.BINARY["div"]] = _via_f32(_int_div)
 impl_rules[P.BINARY["and"]] = lambda x, y: np.bitwise_and(x, y)
 impl_rules[P.BINARY["or"]] = lambda x, y: np.bitwise_or(x, y)
 impl_rules[P.BINARY["xor"]] = lambda x, y: np.bitwise_xor(x, y)
@@ -505,6 +503,11 @@ def compile_jaxpr(jaxpr: Jaxpr):
 
     def run(inputs):
         env = list(inputs) + [None] * (n - n_in)
+        with np.errstate(all="ignore"):
+            _run_steps(env)
+        return [v if lit else env[v] for lit, v in outs]
+
+    def _run_steps(env):
         for impl, params, ins, outs_, multi, free in steps:
             r = impl(*[v if lit else env[v] for lit, v in ins], **params)
             if multi:
@@ -514,7 +517,6 @@ def compile_jaxpr(jaxpr: Jaxpr):
                 env[outs_[0]] = r
             for j in free:
                 env[j] = None
-        return [v if lit else env[v] for lit, v in outs]
     return run
 
 
@@ -543,7 +545,8 @@ class NumpyBackend:
         return buf
 
     def apply(self, prim, bufs, params):
-        out = impl_rules[prim](*bufs, **params)
+        with np.errstate(all="ignore"):
+            out = impl_rules[prim](*bufs, **params)
         return out if prim.multiple_results else [out]
 
     def compile(self, closed):
