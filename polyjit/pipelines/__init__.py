@@ -1,0 +1,1 @@
+"""Task pipelines (vision, text, speech, generation): not yet built."""
