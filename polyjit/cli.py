@@ -18,7 +18,7 @@ def main(argv=None):
     parser = argparse.ArgumentParser(prog="polyjit")
     sub = parser.add_subparsers(dest="cmd", required=True)
     demo = sub.add_parser("demo", help="run an example from examples/")
-    demo.add_argument("name", nargs="?", default="quickstart")
+    demo.add_argument("name", nargs="?", default="train_mnist")
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=_demo)
     args = parser.parse_args(argv)

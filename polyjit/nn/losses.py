@@ -1,0 +1,58 @@
+"""Losses (mean over the batch, as torch's default reduction) and metrics."""
+from __future__ import annotations
+
+from ..tracer import dtypes
+from ..tracer.primitives import ShapeError
+from .activations import log_softmax
+
+
+def _pnp():
+    from .. import numpy as pnp
+    return pnp
+
+
+def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
+    """Cross-entropy of logits (..., classes) with integer labels (...), as
+    torch.nn.functional.cross_entropy(label_smoothing=...)."""
+    pnp = _pnp()
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ShapeError(f"softmax_cross_entropy: labels of shape {tuple(labels.shape)} do not "
+                         f"match logits of shape {tuple(logits.shape)} (expected {tuple(logits.shape[:-1])})")
+    if not dtypes.is_int(labels.dtype):
+        raise TypeError(f"softmax_cross_entropy: labels must be integers, got {labels.dtype}")
+    logp = log_softmax(logits, axis=-1)
+    nll = -pnp.take_along_axis(logp, labels[..., None].astype("int32"), axis=-1)[..., 0]
+    if label_smoothing:
+        nll = (1 - label_smoothing) * nll - label_smoothing * pnp.mean(logp, axis=-1)
+    return pnp.mean(nll)
+
+
+def binary_cross_entropy_with_logits(logits, targets):
+    pnp = _pnp()
+    # max(x, 0) - x*t + log(1 + exp(-|x|)) is stable for large |x|
+    return pnp.mean(pnp.maximum(logits, 0) - logits * targets + pnp.log1p(pnp.exp(-pnp.abs(logits))))
+
+
+def mse(pred, target):
+    return _pnp().mean(_pnp().square(pred - target))
+
+
+def l1(pred, target):
+    return _pnp().mean(_pnp().abs(pred - target))
+
+
+def huber(pred, target, delta=1.0):
+    pnp = _pnp()
+    err = pnp.abs(pred - target)
+    return pnp.mean(pnp.where(err < delta, 0.5 * err * err, delta * (err - 0.5 * delta)))
+
+
+def accuracy(logits, labels):
+    pnp = _pnp()
+    return pnp.mean((pnp.argmax(logits, axis=-1) == labels).astype("float32"))
+
+
+def top_k_accuracy(logits, labels, k=5):
+    pnp = _pnp()
+    _, idx = pnp.top_k(logits, k)
+    return pnp.mean(pnp.any(idx == labels[..., None], axis=-1).astype("float32"))
