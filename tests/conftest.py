@@ -3,6 +3,12 @@ import os
 
 import numpy as np
 import pytest
+from hypothesis import settings
+
+# CI runs the same examples every time, so a red build is reproducible.
+settings.register_profile("ci", derandomize=True, print_blob=True)
+if os.environ.get("CI"):
+    settings.load_profile("ci")
 
 import polyjit as pj
 from polyjit import backends

@@ -536,7 +536,8 @@ class NumpyBackend:
     platform = "cpu"
 
     def put(self, x, aval):
-        return np.asarray(x, dtype=aval.dtype)
+        # a copy: the caller may mutate its numpy array after handing it over
+        return np.array(x, dtype=aval.dtype, copy=True)
 
     def to_numpy(self, buf):
         return buf

@@ -96,8 +96,9 @@ def result_type(*avals_or_dtypes):
     """
     pairs = [(canonicalize(d), bool(w)) for d, w in avals_or_dtypes]
     strong = [d for d, w in pairs if not w]
-    if not strong:
-        return promote_types(*[d for d, _ in pairs]), True
+    if not strong:  # only the highest kind counts: weak f32 + weak i32 is f32, not f64
+        top = max(_kind(d) for d, _ in pairs)
+        return promote_types(*[d for d, _ in pairs if _kind(d) == top]), True
     out = promote_types(*strong)
     weak_kinds = {_kind(d) for d, w in pairs if w}
     if _kind(out) < max(weak_kinds, default=0):  # e.g. int array * 0.5
