@@ -5,6 +5,7 @@ from .tracer.core import ClosedJaxpr, ConcretizationError, Jaxpr, ShapedArray
 from .tracer.jit import jit, make_jaxpr
 from .tracer.primitives import ShapeError
 from .backends import default_backend, device_put, devices, get_backend
+from .autodiff import vmap
 from . import lax, numpy, random
 
 __version__ = "0.1.0"

@@ -1,0 +1,2 @@
+"""Transformations: vmap (batching), jvp/linearize/vjp/grad (autodiff), custom rules."""
+from .batching import vmap
