@@ -5,7 +5,8 @@ from .tracer.core import ClosedJaxpr, ConcretizationError, Jaxpr, ShapedArray
 from .tracer.jit import jit, make_jaxpr
 from .tracer.primitives import ShapeError
 from .backends import default_backend, device_put, devices, get_backend
-from .autodiff import vmap
+from .autodiff import (checkpoint, custom_jvp, custom_vjp, float0, grad, hessian, jacfwd, jacrev,
+                       jvp, linearize, remat, stop_gradient, value_and_grad, vjp, vmap)
 from . import lax, numpy, random
 
 __version__ = "0.1.0"

@@ -119,6 +119,7 @@ _unary = {
 for _n, _f in _unary.items():
     impl_rules[P.UNARY[_n]] = _quiet(_via_f32(_f))
 impl_rules[P.UNARY["not"]] = lambda x: np.logical_not(x) if x.dtype == np.bool_ else np.invert(x)
+impl_rules[P.UNARY["stop_gradient"]] = lambda x: x
 impl_rules[P.UNARY["is_finite"]] = lambda x: np.isfinite(x.astype(np.float32) if _small_float(x.dtype) else x)
 impl_rules[P.UNARY["sign"]] = _quiet(lambda x: np.sign(x).astype(x.dtype))
 impl_rules[P.UNARY["abs"]] = _quiet(lambda x: np.abs(x).astype(x.dtype))

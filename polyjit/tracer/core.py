@@ -193,6 +193,9 @@ class Primitive:
 
 
 abstract_eval_rules: dict[Primitive, Any] = {}   # (*avals, **params) -> list[ShapedArray]
+# Primitives that are calls of a sub-jaxpr (e.g. checkpoint) or only exist inside
+# transformations: evaluated here by interpreting them, never by a backend.
+call_impls: dict[Primitive, Any] = {}            # (*args, **params) -> list of outputs
 
 
 class MainTrace(NamedTuple):
@@ -351,6 +354,8 @@ class EvalTrace(Trace):
     pure = lift = lambda self, x: x
 
     def process_primitive(self, prim, values, params):
+        if prim in call_impls:
+            return call_impls[prim](*values, **params)
         from ..backends import eager_apply
         return eager_apply(prim, values, params)
 

@@ -6,7 +6,7 @@ import inspect
 
 from . import core
 from .core import Tracer, get_aval
-from .staging import dce_closed, trace_to_jaxpr
+from .staging import dce_closed, inline_calls, trace_to_jaxpr
 from .array import Array
 from .tree_util import LEAF, tree_flatten, tree_flatten_with_path, tree_unflatten
 from ..backends import get_backend, to_buffer
@@ -116,7 +116,7 @@ class Jitted:
     def _compile(self, args, kwargs):
         self.trace_count += 1
         closed, out_tree, _ = trace_function(self.fun, args, kwargs, self.static_argnums)
-        closed = dce_closed(closed)
+        closed = dce_closed(inline_calls(closed))
         entry = _Entry()
         entry.closed, entry.out_tree = closed, out_tree
         entry.out_avals = closed.out_avals

@@ -77,6 +77,8 @@ for _name, _kind in [("neg", "signed"), ("sign", "num"), ("floor", "float"), ("c
                      ("square", "num")]:
     UNARY[_name] = _def(_name, elementwise_rule(_name, _kind))
 UNARY["is_finite"] = _def("is_finite", elementwise_rule("is_finite", "float", dtypes.bool_))
+# identity for every backend; autodiff gives it a zero derivative
+UNARY["stop_gradient"] = _def("stop_gradient", elementwise_rule("stop_gradient", "any"))
 
 for _name, _kind in [("add", "num"), ("sub", "num"), ("mul", "num"), ("div", "num"),
                      ("rem", "num"), ("pow", "num"), ("max", "any"), ("min", "any"),

@@ -149,3 +149,52 @@ def dce_closed(closed: ClosedJaxpr) -> ClosedJaxpr:
     keep = [i for i, v in enumerate(jaxpr.constvars) if v in live]
     return ClosedJaxpr(Jaxpr([jaxpr.constvars[i] for i in keep], jaxpr.invars, jaxpr.eqns,
                              jaxpr.outvars), [closed.consts[i] for i in keep])
+
+
+def inline_calls(closed: ClosedJaxpr) -> ClosedJaxpr:
+    """Replace call primitives (in core.call_impls, with a `call_jaxpr` param, e.g. checkpoint)
+    by their bodies, also inside control-flow bodies, so backends never see them."""
+    if not _has_calls(closed.jaxpr):
+        return closed
+    return ClosedJaxpr(inline_jaxpr(closed.jaxpr), closed.consts)
+
+
+def _sub_jaxprs(params):
+    for v in params.values():
+        if isinstance(v, Jaxpr):
+            yield v
+        elif isinstance(v, tuple) and v and isinstance(v[0], Jaxpr):
+            yield from v
+
+
+def _has_calls(jaxpr) -> bool:
+    return any(e.prim in core.call_impls or any(_has_calls(j) for j in _sub_jaxprs(e.params))
+               for e in jaxpr.eqns)
+
+
+def _inline_param(v):
+    if isinstance(v, Jaxpr):
+        return inline_jaxpr(v)
+    if isinstance(v, tuple) and v and isinstance(v[0], Jaxpr):
+        return tuple(inline_jaxpr(j) for j in v)
+    return v
+
+
+def inline_jaxpr(jaxpr: Jaxpr) -> Jaxpr:
+    eqns, env = [], {}
+    sub = lambda x: env.get(x, x) if isinstance(x, Var) else x
+
+    def emit(j):
+        for e in j.eqns:
+            ins = [sub(x) for x in e.inputs]
+            body = e.params.get("call_jaxpr") if e.prim in core.call_impls else None
+            if body is not None:
+                env.update(zip(body.invars, ins))
+                emit(body)
+                env.update(zip(e.outputs, [sub(v) for v in body.outvars]))
+                continue
+            outs = [Var(o.aval) for o in e.outputs]   # fresh: a body may be inlined twice
+            env.update(zip(e.outputs, outs))
+            eqns.append(Eqn(e.prim, ins, {k: _inline_param(v) for k, v in e.params.items()}, outs))
+    emit(jaxpr)
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, eqns, [sub(v) for v in jaxpr.outvars])
