@@ -8,5 +8,7 @@ from .backends import default_backend, device_put, devices, get_backend
 from .autodiff import (checkpoint, custom_jvp, custom_vjp, float0, grad, hessian, jacfwd, jacrev,
                        jvp, linearize, remat, stop_gradient, value_and_grad, vjp, vmap)
 from . import lax, numpy, random
+from . import nn
+from .nn import optim
 
 __version__ = "0.1.0"

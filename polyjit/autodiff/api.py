@@ -134,9 +134,12 @@ def _flat(fun, in_tree, out_tree_box, has_aux=False, aux_box=None):
         out, aux = _split_aux(out, has_aux, "vjp/grad")
         leaves, tree = tree_flatten(out)
         out_tree_box.append(tree)
-        if aux_box is not None:
-            aux_box.append(aux)
-        return leaves
+        if not has_aux:
+            return leaves
+        # aux leaves leave as extra (undifferentiated) outputs, so no tracer escapes
+        aux_leaves, aux_tree = tree_flatten(aux)
+        aux_box.append((aux_tree, len(aux_leaves)))
+        return leaves + aux_leaves
     return flat_fun
 
 
@@ -145,7 +148,9 @@ def vjp(fun, *primals, has_aux=False):
     p_leaves, p_tree = tree_flatten(primals)
     out_tree, aux = [], []
     lin = _Linearized(_flat(fun, p_tree, out_tree, has_aux, aux), p_leaves)
-    out_avals = lin.out_avals
+    n_aux = aux[0][1] if has_aux else 0
+    n_out = len(lin.primals_out) - n_aux
+    out_avals = lin.out_avals[:n_out]
 
     def f_vjp(ct):
         ct_leaves, ct_tree = tree_flatten(ct)
@@ -159,9 +164,11 @@ def vjp(fun, *primals, has_aux=False):
                                 f"shape {a.shape}")
         cts = [lax.convert_element_type(c, a.dtype) if is_differentiable(a) else None
                for c, a in zip(ct_leaves, out_avals)]
-        return tree_unflatten(p_tree, lin.vjp(cts))
-    out = tree_unflatten(out_tree[0], lin.primals_out)
-    return (out, f_vjp, aux[0]) if has_aux else (out, f_vjp)
+        return tree_unflatten(p_tree, lin.vjp(cts + [None] * n_aux))
+    out = tree_unflatten(out_tree[0], lin.primals_out[:n_out])
+    if not has_aux:
+        return out, f_vjp
+    return out, f_vjp, tree_unflatten(aux[0][0], lin.primals_out[n_out:])
 
 
 # ---------------------------------------------------------------- grad

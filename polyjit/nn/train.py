@@ -115,7 +115,8 @@ def save_checkpoint(path, tree, metadata=None):
     """Save every array leaf of a pytree to safetensors, keyed by its path."""
     from safetensors.numpy import save_file
     leaves, _ = tree_flatten_with_path(tree)
-    tensors = {p or "root": np.ascontiguousarray(np.asarray(v)) for p, v in leaves if v is not None}
+    # (np.ascontiguousarray would turn 0-d arrays into 1-d ones)
+    tensors = {p or "root": np.array(v, order="C") for p, v in leaves if v is not None}
     save_file(tensors, str(path), metadata={"polyjit": json.dumps(metadata or {})})
 
 
