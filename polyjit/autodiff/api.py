@@ -74,7 +74,7 @@ class _Linearized:
     """The known outputs of a function's JVP, its residuals, and the linear tangent jaxpr."""
 
     def __init__(self, flat_fun, primals):
-        in_avals = [get_aval(p) for p in primals]
+        in_avals = self.in_avals = [get_aval(p) for p in primals]
         self.diff = [is_differentiable(a) for a in in_avals]
         self.t_avals = [a.strip_weak_type() for a, d in zip(in_avals, self.diff) if d]
         n, n_out = len(primals), []
@@ -106,11 +106,7 @@ class _Linearized:
         got = backward_pass(self.linear, args, cts)[len(self.residuals):]
         it = iter(got)
         return [instantiate(next(it)) if d else float0_zeros(a)
-                for d, a in zip(self.diff, self._in_avals())]
-
-    def _in_avals(self):
-        it = iter(self.t_avals)
-        return [next(it) if d else None for d in self.diff]
+                for d, a in zip(self.diff, self.in_avals)]
 
 
 def linearize(fun, *primals):
@@ -158,8 +154,10 @@ def vjp(fun, *primals, has_aux=False):
             raise TypeError(f"vjp: cotangent structure {ct_tree} does not match the output "
                             f"structure {out_tree[0]}")
         for i, (c, a) in enumerate(zip(ct_leaves, out_avals)):
+            if not is_differentiable(a):
+                continue   # an integer output's cotangent (float0 zeros, or anything) is unused
             ca = get_aval(c)
-            if is_differentiable(a) and ca.shape != a.shape:
+            if ca.shape != a.shape:
                 raise TypeError(f"vjp: cotangent {i} has shape {ca.shape} but the output has "
                                 f"shape {a.shape}")
         cts = [lax.convert_element_type(c, a.dtype) if is_differentiable(a) else None

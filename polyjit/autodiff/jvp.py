@@ -180,9 +180,38 @@ defjvp(U["erfc"], lambda g, x: lax.mul(g, lax.mul(lax.exp(lax.neg(sq(x))), -2.0 
 defjvp(U["erf_inv"], lambda g, ans, x: lax.mul(g, lax.mul(lax.exp(sq(ans)), math.sqrt(math.pi) / 2.0)),
        use_ans=True)
 defjvp(U["lgamma"], lambda g, x: lax.mul(g, lax.digamma(x)))
-for _n in ["sign", "floor", "ceil", "round", "not", "is_finite", "stop_gradient", "digamma"]:
-    # digamma's derivative (trigamma) is not a primitive yet: declared, not silently wrong
+for _n in ["sign", "floor", "ceil", "round", "not", "is_finite", "stop_gradient"]:
     defnondiff(U[_n])
+
+
+def _trigamma_positive(x):
+    """psi'(x) for x >= 0.5: shift up by 6 with psi'(x) = 1/x^2 + psi'(x + 1), then the
+    asymptotic series (its first omitted term is below 1e-10 relative for x >= 6.5)."""
+    acc = None
+    for k in range(6):
+        term = lax.div(1.0, sq(lax.add(x, float(k))))
+        acc = term if acc is None else lax.add(acc, term)
+    z = lax.add(x, 6.0)
+    w = lax.div(1.0, sq(z))
+    # 1/z + 1/(2z^2) + 1/z^3 (1/6 - w/30 + w^2/42 - w^3/30 + 5w^4/66), Horner in w
+    series = 5.0 / 66.0
+    for c in (-1.0 / 30.0, 1.0 / 42.0, -1.0 / 30.0, 1.0 / 6.0):
+        series = lax.add(lax.mul(series, w), c)
+    tail = lax.add(lax.div(1.0, z), lax.add(lax.mul(w, 0.5), lax.mul(lax.div(w, z), series)))
+    return lax.add(acc, tail)
+
+
+def _trigamma(x):
+    """Trigamma (digamma's derivative) from elementwise primitives, so it is itself
+    differentiable; below 0.5 it uses the reflection psi'(1-x) + psi'(x) = pi^2/sin^2(pi x)."""
+    low = lax.lt(x, 0.5)
+    r = lax.select(low, lax.sub(1.0, x), x)
+    pos = _trigamma_positive(r)
+    reflected = lax.sub(lax.div(math.pi ** 2, sq(lax.sin(lax.mul(x, math.pi)))), pos)
+    return lax.select(low, reflected, pos)
+
+
+defjvp(U["digamma"], lambda g, x: lax.mul(g, _trigamma(x)))
 
 defjvp(B["add"], lambda g, x, y: g, lambda g, x, y: g)
 defjvp(B["sub"], lambda g, x, y: g, lambda g, x, y: lax.neg(g))
@@ -199,8 +228,9 @@ defjvp(B["min"], lambda g, x, y: lax.mul(g, _balanced(lax.lt, x, y)),
        lambda g, x, y: lax.mul(g, _balanced(lax.lt, y, x)))
 defjvp(B["atan2"], lambda g, x, y: lax.mul(g, lax.div(y, lax.add(sq(x), sq(y)))),
        lambda g, x, y: lax.mul(g, lax.div(lax.neg(x), lax.add(sq(x), sq(y)))))
-for _n in ["and", "or", "xor", "shift_left", "shift_right_logical", "shift_right_arithmetic",
-           "nextafter"]:
+# nextafter(x, y) moves x by one ulp: derivative 1 in x (as in x + 0), none in y
+defjvp(B["nextafter"], lambda g, x, y: g, None)
+for _n in ["and", "or", "xor", "shift_left", "shift_right_logical", "shift_right_arithmetic"]:
     defnondiff(B[_n])
 for _p in P.COMPARE.values():
     defnondiff(_p)
@@ -272,7 +302,7 @@ for _p in [P.bitcast_convert_type_p, P.iota_p, P.argmax_p, P.argmin_p, P.reduce_
 
 # ---------------------------------------------------------------- structural (linear) ops
 for _p in [P.broadcast_in_dim_p, P.reshape_p, P.transpose_p, P.rev_p, P.slice_p, P.reduce_sum_p,
-           P.cumsum_p, P.reduce_window_sum_p, P.concatenate_p, P.scatter_add_p]:
+           P.cumsum_p, P.reduce_window_sum_p, P.concatenate_p]:
     deflinear(_p)
 
 
@@ -300,6 +330,19 @@ def _index_operand_jvp(prim, n_linear):
 _index_operand_jvp(P.dynamic_slice_p, 1)
 _index_operand_jvp(P.dynamic_update_slice_p, 2)
 _index_operand_jvp(P.gather_p, 1)
+
+
+def _scatter_add_jvp(primals, tangents, *, batch_dims=0):
+    # linear in operand and updates; the indices (operand 1) pass through unchanged
+    (x, idx, upd), (tx, _, tu) = primals, tangents
+    ans = bind(P.scatter_add_p, x, idx, upd, batch_dims=batch_dims)
+    if isinstance(tx, Zero) and isinstance(tu, Zero):
+        return [ans], [Zero.like(ans)]
+    return [ans], [bind(P.scatter_add_p, instantiate(tx), idx, instantiate(tu),
+                        batch_dims=batch_dims)]
+
+
+jvp_rules[P.scatter_add_p] = _scatter_add_jvp
 
 
 def _scatter_jvp_rule(primals, tangents, *, batch_dims=0):
@@ -420,11 +463,24 @@ def _reduce_prod_jvp(primals, tangents, *, axes):
 jvp_rules[P.reduce_prod_p] = _reduce_prod_jvp
 
 
+def _shift(x, d, axis, reverse, fill):
+    """x moved d places along axis (towards the end, or the start if reverse), `fill` entering."""
+    cfg = [(0, 0, 0)] * get_aval(x).ndim
+    cfg[axis] = (-d, d, 0) if reverse else (d, -d, 0)
+    return lax.pad(x, lax.convert_element_type(fill, get_aval(x).dtype), cfg)
+
+
 def _cumprod_jvp(primals, tangents, *, axis, reverse=False):
-    # d cumprod = cumprod * cumsum(t / x): exact for non-zero inputs
+    # The tangent of a prefix-doubling (Hillis-Steele) product scan: log2(n) steps of
+    # muls and shifts, no division, so it is exact where inputs are zero (t / x is not).
     (x,), (t,) = primals, tangents
     ans = bind(P.cumprod_p, x, axis=axis, reverse=reverse)
-    return [ans], [lax.mul(ans, bind(P.cumsum_p, lax.div(t, x), axis=axis, reverse=reverse))]
+    y, ty, d, n = x, t, 1, get_aval(x).shape[axis]
+    while d < n:
+        ys, tys = _shift(y, d, axis, reverse, 1), _shift(ty, d, axis, reverse, 0)
+        ty = lax.add(lax.mul(ty, ys), lax.mul(y, tys))
+        y, d = lax.mul(y, ys), 2 * d
+    return [ans], [ty]
 
 
 jvp_rules[P.cumprod_p] = _cumprod_jvp

@@ -256,15 +256,37 @@ def _dynamic_update_slice_t(cts, x, upd, *starts):
 
 _first_arg_linear(P.dynamic_slice_p, _dynamic_slice_t)
 transpose_rules[P.dynamic_update_slice_p] = _dynamic_update_slice_t
-_first_arg_linear(P.gather_p, lambda ct, x, idx, *, batch_dims=0:
-                  bind(P.scatter_add_p, _zeros(x.aval), idx, ct, batch_dims=batch_dims))
+def _index_bounds(idx, x_shape, batch_dims):
+    """The largest valid index of each indexed dim, broadcast to idx's shape."""
+    ia = get_aval(idx)
+    k = ia.shape[-1]
+    hi = np.array(x_shape[batch_dims:batch_dims + k], ia.dtype) - 1
+    return lax.broadcast_in_dim(hi, ia.shape, (ia.ndim - 1,))
+
+
+def _gather_t(ct, x, idx, *, batch_dims=0):
+    # gather clamps out-of-range indices but scatter_add drops them: clamp here so the
+    # cotangent reaches the elements the forward pass actually read
+    ia = get_aval(idx)
+    clamped = lax.max(lax.min(idx, _index_bounds(idx, x.aval.shape, batch_dims)),
+                      lax.full(ia.shape, 0, ia.dtype))
+    return bind(P.scatter_add_p, _zeros(x.aval), clamped, ct, batch_dims=batch_dims)
+
+
+_first_arg_linear(P.gather_p, _gather_t)
 
 
 def _scatter_add_t(cts, x, idx, upd, *, batch_dims=0):
     ct = instantiate(cts[0])
     t_u = None
     if is_undef(upd):
-        t_u = bind(P.gather_p, ct, idx, batch_dims=batch_dims)
+        # out-of-range updates were dropped: they get zero, not the (clamped) gathered ct
+        ia, ua = get_aval(idx), upd.aval
+        inside = lax.bitwise_and(lax.ge(idx, lax.full(ia.shape, 0, ia.dtype)),
+                                 lax.le(idx, _index_bounds(idx, get_aval(ct).shape, batch_dims)))
+        valid = lax.broadcast_in_dim(lax.reduce_and(inside, (ia.ndim - 1,)), ua.shape,
+                                     tuple(range(ia.ndim - 1)))
+        t_u = lax.select(valid, bind(P.gather_p, ct, idx, batch_dims=batch_dims), _zeros(ua))
     return [ct if is_undef(x) else None, None, t_u]
 
 
