@@ -70,17 +70,22 @@ def evaluate(model, state, x, y, batch_size=500):
 
 
 def fit(step, state, train, *, epochs, batch_size, seed=0, evaluate_fn=None, checkpoint=None,
-        start_epoch=0, progress=True, log=print):
+        start_epoch=0, progress=True, log=print, augment=None):
     """Run epochs of `step` over shuffled batches of `train` = (x, y); returns (state, history).
-    With `checkpoint`, the state is saved after every epoch; pass `start_epoch` to resume."""
+    With `checkpoint`, the state is saved after every epoch; pass `start_epoch` to resume.
+    `augment(xb, rng) -> xb` transforms each training batch; its numpy Generator is seeded
+    by (seed, epoch), so a resumed run sees the same augmented batches."""
     history = []
     for epoch in range(start_epoch, epochs):
         t0 = time.perf_counter()
         bar = _progress(len(train[0]) // batch_size, f"epoch {epoch + 1}/{epochs}", progress)
         loss_sum = acc_sum = 0.0
         n = 0
+        aug_rng = np.random.default_rng([seed, epoch])
         for xb, yb in batches(train, batch_size, shuffle=True, seed=seed * 100003 + epoch,
                               drop_last=True):
+            if augment is not None:
+                xb = augment(xb, aug_rng)
             state, m = step(state, xb, yb)
             loss_sum, acc_sum, n = loss_sum + float(m["loss"]), acc_sum + float(m["accuracy"]), n + 1
             if bar is not None:
