@@ -24,6 +24,14 @@ def _numpy_factory():
 register_backend("numpy", _numpy_factory)
 
 
+def _opencl_factory():
+    from .opencl_backend import OpenCLBackend
+    return OpenCLBackend()
+
+
+register_backend("opencl", _opencl_factory)
+
+
 def get_backend(name=None):
     name = name or default_backend()
     be = _instances.get(name)

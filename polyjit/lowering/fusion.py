@@ -1,0 +1,181 @@
+"""Fusion: decide which jaxpr values get a buffer, and build one kernel per group of them.
+
+Every value is computed inline (by EXPR_RULES, at whatever index its consumer asks for)
+unless it is *materialized*: a program output, an operand or result of a host step, or
+a reduction that inlining would make several work items recompute. Starting from the
+outputs, a fixpoint adds values to the materialized set until
+
+  * every reduction inside a kernel is computed by exactly one work item: the kernel's
+    iteration space is split into parallel dims (work items) and trailing serial dims
+    (a loop inside each work item); a reduction must depend on all parallel dims and on
+    none or all of the serial ones, so that hoisting leaves no redundant copies; and
+  * no value containing a reduction is inlined into two different kernels.
+
+Softmax thus becomes one kernel (one work item per row: max, sum, then the row loop),
+layernorm too, and `relu(x @ w + b)` is one kernel whose reduction is the matmul.
+"""
+from __future__ import annotations
+
+from collections import defaultdict
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..tracer.core import Literal
+from . import ir
+from .exprs import EXPR_RULES
+
+
+class Builder:
+    """Expressions for jaxpr values at symbolic indices; `slots` are the materialized ones."""
+
+    def __init__(self, defs, slots):
+        self.defs, self.slots = defs, slots
+        self.memo = {}
+        self.owner = {}                  # reduce node -> the jaxpr var it computes
+        self.uses = defaultdict(set)     # var with a reduction inside -> roots inlining it
+        self.prims = []                  # primitive names met while building (kernel names)
+        self.root = None
+
+    def value(self, x, idx):
+        if isinstance(x, Literal):
+            return ir.const(x.val.item(), x.aval.dtype)
+        if x in self.slots and x is not self.root:
+            return ir.load(self.slots[x], ir.flatten(idx, x.aval.shape), x.aval.dtype)
+        eqn, i = self.defs[x]
+        key = (x, idx)
+        r = self.memo.get(key)
+        if r is None:
+            r = self.memo[key] = EXPR_RULES[eqn.prim](self, eqn, i, tuple(idx))
+        if eqn.prim.name not in self.prims:
+            self.prims.append(eqn.prim.name)
+        if r.has_reduce and x is not self.root:
+            self.uses[x].add(self.root)
+        return r
+
+    def reduce(self, kind, loops, body, owner, dtype=None):
+        r = ir.reduce(kind, loops, body, dtype)
+        self.owner[r] = owner
+        return r
+
+    def build_root(self, root, idx):
+        self.root, self.prims = root, []
+        return self.value(root, tuple(idx))
+
+
+def walk(roots):
+    """Every node reachable from `roots`, children first."""
+    seen, order, stack = set(), [], [(r, False) for r in roots]
+    while stack:
+        e, done = stack.pop()
+        if done:
+            order.append(e)
+            continue
+        if id(e) in seen:
+            continue
+        seen.add(id(e))
+        stack.append((e, True))
+        stack.extend((a, False) for a in e.args)
+    return order
+
+
+def _redundant(r, par, loops):
+    """Would several work items, or several iterations of the enclosing loops (outermost
+    first), compute this same reduction? Hoisting moves it out of the loops it does not
+    depend on only up to the innermost loop it does depend on."""
+    if not par <= r.free:
+        return True
+    deps = [i for i, v in enumerate(loops) if v in r.free]
+    return bool(deps) and any(v not in r.free and v.arg[1] > 1 for v in loops[:deps[-1]])
+
+
+def redundant_reduces(tree, par, ser):
+    """Reduce nodes of `tree` that would be computed redundantly."""
+    bad, seen = [], set()
+    stack = [(tree, tuple(ser))]
+    while stack:
+        e, loops = stack.pop()
+        key = (e, loops)
+        if key in seen or not e.has_reduce:
+            continue
+        seen.add(key)
+        if e.op == "reduce":
+            if _redundant(e, par, loops):
+                bad.append(e)
+            loops = loops + tuple(e.arg[1])
+        stack.extend((a, loops) for a in e.args)
+    return bad
+
+
+def choose_split(tree, dom, shape):
+    """(k, redundant reduce nodes): the first k dims run in parallel, the rest serially."""
+    nontrivial = [v for v, d in zip(dom, shape) if d > 1]
+    lowest = 1 if shape else 0
+    for k in range(len(shape), lowest - 1, -1):
+        par = frozenset(v for v in dom[:k] if v in nontrivial)
+        ser = [v for v in dom[k:] if v in nontrivial]
+        if not redundant_reduces(tree, par, ser):
+            return k, []
+    return len(shape), redundant_reduces(tree, frozenset(nontrivial), [])
+
+
+@dataclass
+class RootPlan:
+    var: object
+    k: int          # number of parallel dims
+
+
+def plan_materialization(jaxpr, defs, required):
+    """The materialized vars (a superset of `required`) and a split for each kernel root.
+
+    Each round adds only the earliest offending value: materializing it often makes the
+    later ones cheap to inline (a shared matmul output, once stored, makes its shared
+    tanh consumer plain elementwise work)."""
+    order = {o: i for i, e in enumerate(jaxpr.eqns) for o in e.outputs}
+    inputs = list(jaxpr.constvars) + list(jaxpr.invars)
+    mat = set(required)
+    while True:
+        b = Builder(defs, {v: v for v in list(mat) + inputs})
+        plans, grow = [], set()
+        for v in _roots(jaxpr, mat, defs):
+            dom = tuple(ir.loop_var(d, "i") for d in v.aval.shape)
+            tree = b.build_root(v, dom)
+            k, bad = choose_split(tree, dom, v.aval.shape)
+            grow |= {b.owner[r] for r in bad if r in b.owner}
+            plans.append(RootPlan(v, k))
+        grow |= {x for x, rs in b.uses.items() if len(rs) > 1}
+        grow -= mat
+        if not grow:
+            return mat, plans
+        mat.add(min(grow, key=order.get))
+
+
+def _roots(jaxpr, mat, defs):
+    """Materialized vars that a kernel computes, in program order."""
+    out = []
+    for e in jaxpr.eqns:
+        for o in e.outputs:
+            if o in mat and e.prim in EXPR_RULES and o in defs:
+                out.append(o)
+    return out
+
+
+def build_kernel(b, plans, slots, name):
+    """One kernel storing every root of `plans` (all of one shape and split)."""
+    shape, k = plans[0].var.aval.shape, plans[0].k
+    par_shape, ser_shape = shape[:k], shape[k:]
+    g = ir.loop_var(int(np.prod(par_shape, dtype=np.int64)), "g")
+    par_idx = ir.unflatten(g, par_shape)
+    ser = ()
+    ser_idx = ()
+    if ser_shape:
+        s = ir.loop_var(int(np.prod(ser_shape, dtype=np.int64)), "s")
+        ser, ser_idx = (s,), ir.unflatten(s, ser_shape)
+    idx = tuple(par_idx) + tuple(ser_idx)
+    stores, prims = [], []
+    for p in plans:
+        val = b.build_root(p.var, idx)
+        prims += [n for n in b.prims if n not in prims]
+        stores.append(ir.Store(slots[p.var], ir.flatten(idx, shape), val))
+    nm = name + "_" + "_".join(prims[:3])
+    return ir.Kernel(nm, (g,), ser, stores), prims

@@ -1,0 +1,171 @@
+"""lower_to_kernels: a ClosedJaxpr becomes a Program, an ordered list of steps over
+numbered buffer slots: kernel launches, and host steps (control flow run as host loops
+over compiled bodies, and the explicit HOST_FALLBACK_PRIMS)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from ..tracer import primitives as P
+from ..tracer.core import ClosedJaxpr, Literal
+from . import fusion, ir
+from .exprs import EXPR_RULES, CUMULATIVE_MAX_AXIS
+from .memory import plan_memory
+
+# Primitives without a kernel: run on the host through the numpy reference (inputs copied
+# to the host, results back). Deliberately explicit, and reported by `describe()`.
+HOST_FALLBACK_PRIMS = frozenset({P.sort_p, P.top_k_p, *P.SCATTERS.values()})
+CONTROL_FLOW_PRIMS = frozenset({P.cond_p, P.while_p, P.scan_p})
+
+
+def runs_on_host(eqn) -> bool:
+    if eqn.prim in HOST_FALLBACK_PRIMS or eqn.prim in CONTROL_FLOW_PRIMS:
+        return True
+    if eqn.prim in P.CUMULATIVES.values():   # quadratic as a kernel: long axes go to the host
+        return eqn.inputs[0].aval.shape[eqn.params["axis"]] > CUMULATIVE_MAX_AXIS
+    if eqn.prim not in EXPR_RULES:
+        raise NotImplementedError(f"no lowering rule for primitive {eqn.prim.name}")
+    return False
+
+
+@dataclass
+class Launch:
+    kernel: ir.Kernel
+    reads: list
+    writes: list
+
+
+@dataclass
+class Alloc:
+    """An output of zero elements: nothing to compute, only a buffer to hand out."""
+    writes: list
+    reads: list = field(default_factory=list)
+
+
+@dataclass
+class HostStep:
+    eqn: object
+    inputs: list          # slot number, or a Literal
+    writes: list
+    reads: list = field(default_factory=list)
+
+    @property
+    def kind(self):
+        return "control" if self.eqn.prim in CONTROL_FLOW_PRIMS else "fallback"
+
+
+@dataclass
+class Program:
+    slot_avals: list
+    const_slots: list
+    input_slots: list
+    outputs: list         # slot number, or a Literal
+    steps: list
+    consts: list
+    memory: object = None
+
+    @property
+    def kernels(self):
+        return [s.kernel for s in self.steps if isinstance(s, Launch)]
+
+    @property
+    def host_steps(self):
+        return [s for s in self.steps if isinstance(s, HostStep)]
+
+    def describe(self) -> str:
+        lines = []
+        for s in self.steps:
+            if isinstance(s, Launch):
+                k = s.kernel
+                lines.append(f"kernel {k.name}: {k.global_size} work items x "
+                             f"{int(np.prod([v.arg[1] for v in k.ser]))} serial, "
+                             f"reads {s.reads} writes {s.writes}")
+            elif isinstance(s, Alloc):
+                lines.append(f"alloc (empty) writes {s.writes}")
+            else:
+                lines.append(f"host {s.kind} {s.eqn.prim.name}: reads {s.reads} writes {s.writes}")
+        return "\n".join(lines)
+
+
+def _required(jaxpr):
+    """Vars that must have buffers regardless of fusion: outputs and host-step operands."""
+    req = {v for v in jaxpr.outvars if not isinstance(v, Literal)}
+    for e in jaxpr.eqns:
+        if runs_on_host(e):
+            req |= {x for x in e.inputs if not isinstance(x, Literal)}
+            req |= set(e.outputs)
+    return req - set(jaxpr.invars) - set(jaxpr.constvars)
+
+
+def lower_to_kernels(closed: ClosedJaxpr, name="k") -> Program:
+    jaxpr = closed.jaxpr
+    defs = {o: (e, i) for e in jaxpr.eqns if not runs_on_host(e) for i, o in enumerate(e.outputs)}
+    mat, plans = fusion.plan_materialization(jaxpr, defs, _required(jaxpr))
+    slots = {}
+    for v in list(jaxpr.constvars) + list(jaxpr.invars):
+        slots.setdefault(v, len(slots))
+    for e in jaxpr.eqns:
+        for o in e.outputs:
+            if o in mat:
+                slots.setdefault(o, len(slots))
+    avals = [None] * len(slots)
+    for v, s in slots.items():
+        avals[s] = v.aval
+    steps = _schedule(jaxpr, defs, slots, plans, name)
+    prog = Program(avals, [slots[v] for v in jaxpr.constvars], [slots[v] for v in jaxpr.invars],
+                   [v if isinstance(v, Literal) else slots[v] for v in jaxpr.outvars], steps,
+                   list(closed.consts))
+    prog.memory = plan_memory(prog)
+    return prog
+
+
+def _loads(tree_roots):
+    return sorted({e.arg for e in fusion.walk(tree_roots) if e.op == "load"})
+
+
+def _schedule(jaxpr, defs, slots, plans, name):
+    """Steps in program order; roots of one shape and split share a kernel when none
+    reads what another writes."""
+    by_var = {p.var: p for p in plans}
+    b = fusion.Builder(defs, slots)
+    steps, group = [], []
+
+    def flush():
+        if group:
+            k, _ = fusion.build_kernel(b, group, slots, f"{name}{len(steps)}")
+            reads = [s for s in _loads([st.value for st in k.stores])]
+            writes = [st.slot for st in k.stores]
+            k.args = ([ir.BufferRef(s, None, 0) for s in reads]
+                      + [ir.BufferRef(s, None, 0) for s in writes])
+            steps.append(Launch(k, reads, writes))
+            group.clear()
+
+    for e in jaxpr.eqns:
+        if runs_on_host(e):
+            flush()
+            ins = [x if isinstance(x, Literal) else slots[x] for x in e.inputs]
+            steps.append(HostStep(e, ins, [slots[o] for o in e.outputs],
+                                  [s for s in ins if not isinstance(s, Literal)]))
+            continue
+        for o in e.outputs:
+            p = by_var.get(o)
+            if p is None:
+                continue
+            if o.aval.size == 0:
+                steps.append(Alloc([slots[o]]))
+                continue
+            if group and not _joins(b, group, p, slots):
+                flush()
+            group.append(p)
+    flush()
+    return steps
+
+
+def _joins(b, group, p, slots):
+    g0 = group[0]
+    if (p.var.aval.shape, p.k) != (g0.var.aval.shape, g0.k):
+        return False
+    dom = tuple(ir.loop_var(d, "i") for d in p.var.aval.shape)
+    reads = set(_loads([b.build_root(p.var, dom)]))
+    return not reads & {slots[q.var] for q in group}
