@@ -2,6 +2,7 @@
 import argparse
 import runpy
 import sys
+import time
 from pathlib import Path
 
 
@@ -14,6 +15,128 @@ def _demo(args):
     runpy.run_path(str(script), run_name="__main__")
 
 
+def _human(n):
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n} B"
+        n /= 1024
+
+
+def _fmt_shape(shape):
+    return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
+
+
+def format_report(info: dict) -> str:
+    """A readable report of `polyjit.formats.inspect` output (any format)."""
+    lines = [f"format:    {info.get('format', '?')}"]
+    for key in ("producer", "ir_version", "opsets", "graph_name"):
+        if info.get(key) not in (None, "", {}):
+            lines.append(f"{key + ':':<10} {info[key]}")
+    if "nodes" in info:
+        lines.append(f"nodes:     {info['nodes']}")
+    if "params" in info:
+        lines.append(f"params:    {info['params']} tensors, {info.get('param_elements', 0):,} "
+                     f"elements, {_human(info.get('param_bytes', 0))}")
+    for kind in ("inputs", "outputs"):
+        lines.append(f"{kind}:")
+        for s in info.get(kind, []):
+            lines.append(f"  {s['name']}: {s.get('dtype') or '?'} {_fmt_shape(s.get('shape'))}")
+    if info.get("op_histogram"):
+        lines.append("ops:")
+        for op, n in info["op_histogram"].items():
+            lines.append(f"  {n:6d}  {op}")
+    if info.get("largest_weights"):
+        lines.append("largest weights:")
+        for w in info["largest_weights"]:
+            lines.append(f"  {w['name']}: {w['dtype']} {_fmt_shape(w['shape'])} {_human(w['bytes'])}")
+    if "compatible" in info:
+        verdict = "compatible: polyjit supports every op" if info["compatible"] else \
+            "NOT compatible: unsupported ops " + ", ".join(info.get("unsupported_ops", []))
+        lines.append(verdict)
+    return "\n".join(lines)
+
+
+def _inspect(args):
+    from .formats import FormatError, inspect
+    try:
+        info = inspect(args.file)
+    except (FormatError, OSError) as e:
+        sys.exit(f"polyjit inspect: {e}")
+    print(format_report(info))
+
+
+def _parse_inputs(items):
+    import numpy as np
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            sys.exit(f"--input expects name=file.npy, got {item!r}")
+        name, path = item.split("=", 1)
+        out[name] = np.load(path, allow_pickle=False)   # never unpickle user files
+    return out
+
+
+def _example_input(spec):
+    import numpy as np
+    shape = tuple(d if isinstance(d, int) and d > 0 else 1 for d in (spec.shape or ()))
+    dt = np.dtype(spec.dtype or np.float32)
+    rng = np.random.default_rng(0)
+    if dt.kind == "f":
+        return rng.standard_normal(shape).astype(dt)
+    if dt.kind == "b":
+        return rng.integers(0, 2, shape).astype(dt)
+    return rng.integers(0, 10, shape).astype(dt)
+
+
+def _run(args):
+    import numpy as np
+    from .backends import using
+    from .formats import FormatError, load
+    try:
+        model = load(args.file)
+    except (FormatError, OSError) as e:
+        sys.exit(f"polyjit run: {e}")
+    given = _parse_inputs(args.input)
+    unknown = set(given) - {s.name for s in model.inputs}
+    if unknown:
+        sys.exit(f"polyjit run: the model has no inputs named {sorted(unknown)}; it takes "
+                 + ", ".join(s.name for s in model.inputs))
+    inputs = []
+    for spec in model.inputs:
+        if spec.name not in given:
+            print(f"note: no --input for {spec.name!r}; using random data", file=sys.stderr)
+        inputs.append(given.get(spec.name, _example_input(spec)))
+    with using(args.backend) if args.backend else _null():
+        t0 = time.perf_counter()
+        outs = model(*inputs)
+        outs = [outs] if len(model.outputs) == 1 else list(outs)
+        host = [np.asarray(o) for o in outs]
+        first = time.perf_counter() - t0
+        times = []
+        for _ in range(args.repeat):
+            t0 = time.perf_counter()
+            r = model(*inputs)
+            [np.asarray(o) for o in ([r] if len(model.outputs) == 1 else r)]
+            times.append(time.perf_counter() - t0)
+    for spec, h in zip(model.outputs, host):
+        stats = (f"min {h.min():.6g} max {h.max():.6g} mean {h.astype(np.float64).mean():.6g}"
+                 if h.size and h.dtype.kind in "fiub" else "")
+        print(f"{spec.name}: {h.dtype} {list(h.shape)} {stats}")
+        if args.save:
+            np.save(Path(args.save) / f"{spec.name.replace('/', '_')}.npy", h)
+    print(f"first call (trace + compile + run): {first * 1e3:.1f} ms")
+    if times:
+        print(f"steady state: median {np.median(times) * 1e3:.2f} ms over {len(times)} runs")
+
+
+class _null:
+    def __enter__(self):
+        return None
+
+    def __exit__(self, *exc):
+        return False
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(prog="polyjit")
     sub = parser.add_subparsers(dest="cmd", required=True)
@@ -21,6 +144,16 @@ def main(argv=None):
     demo.add_argument("name", nargs="?", default="train_mnist")
     demo.add_argument("rest", nargs=argparse.REMAINDER)
     demo.set_defaults(func=_demo)
+    ins = sub.add_parser("inspect", help="describe a model file (ONNX, TFLite, GGUF, ...)")
+    ins.add_argument("file")
+    ins.set_defaults(func=_inspect)
+    run = sub.add_parser("run", help="run a model file on inputs from .npy files")
+    run.add_argument("file")
+    run.add_argument("--input", action="append", metavar="NAME=FILE.npy")
+    run.add_argument("--backend", default=None, help="numpy, opencl, cuda, webgpu")
+    run.add_argument("--repeat", type=int, default=3, help="timed runs after the first")
+    run.add_argument("--save", default=None, help="directory to write outputs as .npy")
+    run.set_defaults(func=_run)
     args = parser.parse_args(argv)
     args.func(args)
 

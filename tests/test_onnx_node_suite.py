@@ -1,0 +1,35 @@
+"""The official ONNX node conformance tests (built in memory by the onnx wheel) run
+against polyjit through `polyjit.formats.onnx.backend`. Cases listed in
+tests/onnx_expected_failures.txt (one per line, with its reason) are excluded."""
+import os
+from pathlib import Path
+
+import pytest
+
+onnx = pytest.importorskip("onnx")
+pytest.importorskip("onnx.backend.test")
+
+from onnx.backend.test import BackendTest  # noqa: E402
+
+from polyjit.formats.onnx import backend as pj_backend  # noqa: E402
+
+EXPECTED = Path(__file__).with_name("onnx_expected_failures.txt")
+
+
+def expected_failures():
+    names = []
+    for line in EXPECTED.read_text().splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line:
+            names.append(line.split()[0])
+    return names
+
+
+backend_test = BackendTest(pj_backend, __name__)
+# node tests only: the real-model tests download files, and the simple/pytorch tests are
+# covered by tests/test_onnx.py
+backend_test.include(r"^test_.*_cpu$")
+for _name in expected_failures():
+    backend_test.exclude(rf"^{_name}_cpu$")
+_cases = backend_test.enable_report().test_cases
+globals().update({k: v for k, v in _cases.items() if k == "OnnxBackendNodeModelTest"})
