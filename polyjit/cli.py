@@ -154,6 +154,9 @@ def main(argv=None):
     run.add_argument("--repeat", type=int, default=3, help="timed runs after the first")
     run.add_argument("--save", default=None, help="directory to write outputs as .npy")
     run.set_defaults(func=_run)
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["demo"] and len(argv) > 1 and argv[1].startswith("-") and argv[1] not in ("-h", "--help"):
+        argv.insert(1, "train_mnist")   # `polyjit demo --epochs 3`: options go to the default example
     args = parser.parse_args(argv)
     args.func(args)
 
