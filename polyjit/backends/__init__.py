@@ -32,6 +32,15 @@ def _opencl_factory():
 register_backend("opencl", _opencl_factory)
 
 
+def _cuda_factory():
+    # raises CUDAUnavailable naming what is missing (cupy, a driver, a GPU)
+    from .cuda_backend import CUDABackend
+    return CUDABackend()
+
+
+register_backend("cuda", _cuda_factory)
+
+
 def get_backend(name=None):
     name = name or default_backend()
     be = _instances.get(name)

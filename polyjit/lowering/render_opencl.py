@@ -1,21 +1,18 @@
-"""OpenCL C for kernel IR. All OpenCL-specific spelling lives here.
+"""OpenCL C for kernel IR. The rendering shared with CUDA C lives in render_c.py; all
+OpenCL-specific spelling lives here.
 
-Values live in registers of their own C type, except float16 and bfloat16, which are
-computed in float and rounded back after every operation (as the numpy reference does),
-and bool, held as uchar. FP contraction is off so a fused chain rounds exactly like the
-same ops run one by one.
+float16 buffers are `half` read and written with vload_half/vstore_half_rte; bfloat16
+buffers are ushort bit patterns. FP contraction is off so a fused chain rounds exactly
+like the same ops run one by one.
 """
 from __future__ import annotations
 
-import math
-
 import numpy as np
 
-from ..tracer import dtypes
-from . import ir
-from .linearize import linearize
+from .render_c import (BF16, F16, SHARED_F64, SHARED_HELPERS, CRenderer, RenderError,
+                       is_float, spell, split_helpers)
 
-F16, BF16 = dtypes.float16, dtypes.bfloat16
+__all__ = ["OpenCLRenderer", "RenderError", "CTYPE", "BUFTYPE", "ctype", "literal", "is_float"]
 
 CTYPE = {np.dtype(k): v for k, v in {
     np.bool_: "uchar", np.int8: "char", np.uint8: "uchar", np.int16: "short",
@@ -25,419 +22,61 @@ CTYPE[F16] = CTYPE[BF16] = "float"
 BUFTYPE = dict(CTYPE)
 BUFTYPE[F16], BUFTYPE[BF16] = "half", "ushort"
 
+SPELLING = {"INLINE": "inline", "AS_UINT": "as_uint", "AS_FLOAT": "as_float", "I64": "long"}
+
+PRELUDE_BASE = "#pragma OPENCL FP_CONTRACT OFF\n"
+F16_HELPERS = r"""
+inline float pj_rnd_f16(float x) { ushort u; vstore_half_rte(x, 0, (__private half*)&u);
+  return vload_half(0, (__private half*)&u); }
+inline ushort pj_f16_bits(float x) { ushort u; vstore_half_rte(x, 0, (__private half*)&u); return u; }
+inline float pj_f16_from_bits(ushort u) { return vload_half(0, (__private half*)&u); }
+"""
+
+
+PRELUDE = F16_HELPERS.strip() + "\n" + spell(SHARED_HELPERS, SPELLING).strip() + "\n"
+PRELUDE_PARTS = split_helpers(PRELUDE, "inline")
+PRELUDE_F64 = "\n#pragma OPENCL EXTENSION cl_khr_fp64 : enable" + spell(SHARED_F64, SPELLING)
+
 
 def ctype(dt):
     return CTYPE[np.dtype(dt)]
 
 
-def is_float(dt):
-    return dtypes.is_float(dt)
+class OpenCLRenderer(CRenderer):
+    LANG = "OpenCL"
+    CTYPE, BUFTYPE = CTYPE, BUFTYPE
+    helper_parts = PRELUDE_PARTS
+    PRELUDE_BASE, PRELUDE_F64 = PRELUDE_BASE, PRELUDE_F64
+
+    def float_to_int(self, x, dt):
+        return f"convert_{self.ctype(dt)}_sat_rtz({x})"
+
+    def reinterpret(self, x, src, dt):
+        return f"as_{self.ctype(dt)}({x})"
+
+    def load(self, buf, dt, idx):
+        if np.dtype(dt) == F16:
+            return f"vload_half({idx}, {buf})"
+        return super().load(buf, dt, idx)
+
+    def store(self, buf, dt, idx, val):
+        if np.dtype(dt) == F16:
+            return f"vstore_half_rte({val}, {idx}, {buf});"
+        return super().store(buf, dt, idx, val)
+
+    def buffer_param(self, name, dt, written):
+        const = "" if written else "const "
+        return f"__global {const}{BUFTYPE[np.dtype(dt)]}* restrict {name}"
+
+    def kernel_head(self, name, params):
+        return f"__kernel void {name}({', '.join(params)}) {{"
+
+    def work_item(self, g):
+        return [f"  const long {g} = get_global_id(0);", f"  if ({g} >= n_work) return;"]
 
 
-PRELUDE_BASE = "#pragma OPENCL FP_CONTRACT OFF\n"
-PRELUDE = r"""
-inline float pj_rnd_f16(float x) { ushort u; vstore_half_rte(x, 0, (__private half*)&u);
-  return vload_half(0, (__private half*)&u); }
-inline ushort pj_f16_bits(float x) { ushort u; vstore_half_rte(x, 0, (__private half*)&u); return u; }
-inline float pj_f16_from_bits(ushort u) { return vload_half(0, (__private half*)&u); }
-inline float pj_rnd_bf16(float x) { uint u = as_uint(x);
-  if (isnan(x)) return as_float((u | 0x00400000u) & 0xffff0000u);
-  u += 0x7fffu + ((u >> 16) & 1u); return as_float(u & 0xffff0000u); }
-inline ushort pj_bf16_bits(float x) { return (ushort)(as_uint(pj_rnd_bf16(x)) >> 16); }
-inline float pj_bf16_from_bits(ushort u) { return as_float(((uint)u) << 16); }
-inline uint pj_rotl(uint x, uint r) { return (x << r) | (x >> (32u - r)); }
-inline uint pj_threefry(uint k0, uint k1, uint x0, uint x1, int which) {
-  uint ks0 = k0, ks1 = k1, ks2 = k0 ^ k1 ^ 0x1BD11BDAu;
-  uint ks[3] = {ks0, ks1, ks2};
-  const uint rot[2][4] = {{13u, 15u, 26u, 6u}, {17u, 29u, 16u, 24u}};
-  x0 += ks0; x1 += ks1;
-  for (int r = 0; r < 5; r++) {
-    for (int i = 0; i < 4; i++) { x0 += x1; x1 = pj_rotl(x1, rot[r % 2][i]); x1 ^= x0; }
-    x0 += ks[(r + 1) % 3]; x1 += ks[(r + 2) % 3] + (uint)(r + 1);
-  }
-  return which ? x1 : x0;
-}
-inline long pj_ipow(long x, long y) {
-  long r = 1; if (y < 0) return 0;
-  while (y) { if (y & 1) r *= x; y >>= 1; x *= x; } return r;
-}
-"""
-
-def _parts(src):
-    """Split the helper prelude into (names defined, text) chunks, one per function."""
-    chunks, cur = [], []
-    for line in src.strip().splitlines():
-        if line.startswith("inline") and cur:
-            chunks.append("\n".join(cur) + "\n")
-            cur = []
-        cur.append(line)
-    chunks.append("\n".join(cur) + "\n")
-    return [(tuple(c.split("(")[0].split()[-1:]), c) for c in chunks]
-
-
-PRELUDE_PARTS = _parts(PRELUDE)
-
-# float64 helpers: special functions computed in double and rounded once, like the
-# reference (which evaluates them in float64).
-PRELUDE_F64 = r"""
-#pragma OPENCL EXTENSION cl_khr_fp64 : enable
-inline double pj_erf_inv(double y) {
-  double w = -log(fmax((1.0 - y) * (1.0 + y), 1e-300)), x;
-  if (w < 5.0) { double ws = w - 2.5, p = 2.81022636e-08;
-    p = 3.43273939e-07 + p * ws; p = -3.5233877e-06 + p * ws; p = -4.39150654e-06 + p * ws;
-    p = 0.00021858087 + p * ws; p = -0.00125372503 + p * ws; p = -0.00417768164 + p * ws;
-    p = 0.246640727 + p * ws; p = 1.50140941 + p * ws; x = p * y;
-  } else { double wl = sqrt(w) - 3.0, p = -0.000200214257;
-    p = 0.000100950558 + p * wl; p = 0.00134934322 + p * wl; p = -0.00367342844 + p * wl;
-    p = 0.00573950773 + p * wl; p = -0.0076224613 + p * wl; p = 0.00943887047 + p * wl;
-    p = 1.00167406 + p * wl; p = 2.83297682 + p * wl; x = p * y; }
-  for (int i = 0; i < 2; i++) x -= (erf(x) - y) / (1.1283791670955126 * exp(-x * x));
-  if (y == 1.0) return INFINITY; if (y == -1.0) return -INFINITY;
-  if (fabs(y) > 1.0) return NAN;
-  return x;
-}
-inline double pj_digamma(double x) {
-  if (x <= 0.0 && x == floor(x)) return NAN;
-  int reflect = x < 0.5; double xr = reflect ? 1.0 - x : x, acc = 0.0;
-  for (int i = 0; i < 6; i++) { acc -= 1.0 / xr; xr += 1.0; }
-  double inv2 = 1.0 / (xr * xr);
-  double s = log(xr) - 0.5 / xr - inv2 * (1.0 / 12 - inv2 * (1.0 / 120 - inv2 * (1.0 / 252
-             - inv2 * (1.0 / 240 - inv2 / 132))));
-  double r = acc + s;
-  return reflect ? r - M_PI / tan(M_PI * x) : r;
-}
-inline double pj_lgamma(double x) {
-  return (x > 0.0 || x != floor(x)) ? lgamma(x) : INFINITY;
-}
-"""
-
-
-class RenderError(Exception):
-    pass
+_default = OpenCLRenderer()
 
 
 def literal(v, dt) -> str:
-    dt = np.dtype(dt)
-    if v == "nan":
-        return "NAN" if dt != np.float64 else "((double)NAN)"
-    if is_float(dt):
-        v = float(v)
-        if math.isinf(v):
-            return ("INFINITY" if v > 0 else "(-INFINITY)") if dt != np.float64 else \
-                ("((double)INFINITY)" if v > 0 else "((double)-INFINITY)")
-        return v.hex() + ("" if dt == np.float64 else "f")
-    if dt == np.bool_:
-        return "((uchar)1)" if v else "((uchar)0)"
-    v = int(v)
-    if dt.kind == "u":
-        return f"(({ctype(dt)}){v}UL)"
-    if v == -2**63:
-        return "((long)(-9223372036854775807L - 1L))"
-    return f"(({ctype(dt)}){v}L)"
-
-
-def _rounded(dt, s):
-    dt = np.dtype(dt)
-    if dt == F16:
-        return f"pj_rnd_f16({s})"
-    if dt == BF16:
-        return f"pj_rnd_bf16({s})"
-    return s
-
-
-def _bits(dt):
-    return np.dtype(dt).itemsize * 8
-
-
-UNARY_FLOAT = {"floor": "floor", "ceil": "ceil", "round": "rint", "exp": "exp", "exp2": "exp2",
-               "log": "log", "log1p": "log1p", "expm1": "expm1", "tanh": "tanh", "sin": "sin",
-               "cos": "cos", "tan": "tan", "asin": "asin", "acos": "acos", "atan": "atan",
-               "sinh": "sinh", "cosh": "cosh", "asinh": "asinh", "acosh": "acosh",
-               "atanh": "atanh", "sqrt": "sqrt", "cbrt": "cbrt", "erf": "erf", "erfc": "erfc"}
-VIA_DOUBLE = {"erf": "erf", "erfc": "erfc", "lgamma": "pj_lgamma", "digamma": "pj_digamma",
-              "erf_inv": "pj_erf_inv"}
-
-
-class OpenCLRenderer:
-    """`generic_shapes=True` renders index constants and loop bounds as reads of a `shp`
-    argument, so one source serves every shape with the same index structure (used for
-    eager single-primitive programs, where compile time dominates)."""
-
-    def __init__(self, fp64=True, generic_shapes=False):
-        self.fp64, self.generic = fp64, generic_shapes
-        self.shape_values = []
-
-    def _shape_const(self, v):
-        if v not in self.shape_values:
-            self.shape_values.append(v)
-        return f"shp[{self.shape_values.index(v)}]"
-
-    # ------------------------------------------------------------ elementwise ops
-    def alu(self, e, a):
-        op, dt = e.arg, e.dtype
-        src = e.args[0].dtype if e.args else dt
-        t = ctype(dt)
-        if op.startswith("threefry"):
-            return f"pj_threefry({a[0]}, {a[1]}, {a[2]}, {a[3]}, {op[-1]})"
-        if op == "cast":
-            return self.cast(a[0], src, dt)
-        if op == "bitcast":
-            return self.bitcast(a[0], src, dt)
-        if op in ("eq", "ne", "lt", "le", "gt", "ge"):
-            c = {"eq": "==", "ne": "!=", "lt": "<", "le": "<=", "gt": ">", "ge": ">="}[op]
-            return f"(uchar)({a[0]} {c} {a[1]})"
-        if op == "where":
-            return f"({a[0]} ? {a[1]} : {a[2]})"
-        if op == "ipow":
-            return _rounded(dt, self.ipow(dt, t, a[0], int(e.args[1].arg)))
-        return _rounded(dt, self._arith(op, dt, t, a))
-
-    def _arith(self, op, dt, t, a):
-        f = is_float(dt)
-        x = a[0]
-        y = a[1] if len(a) > 1 else None
-        simple = {"add": "+", "sub": "-", "mul": "*", "and": "&", "or": "|", "xor": "^"}
-        if op in simple:
-            return f"({t})({x} {simple[op]} {y})"
-        if op == "idiv":
-            return f"({x} / {y})"
-        if op == "imod":
-            return f"({x} % {y})"
-        if op == "div":
-            if f:
-                return f"({x} / {y})"
-            # integer div truncates toward zero (like XLA; pnp.floor_divide fixes signs)
-            return f"({t})({y} == 0 ? 0 : {x} / {y})"
-        if op == "rem":
-            return f"fmod({x}, {y})" if f else f"({t})({y} == 0 ? 0 : {x} % {y})"
-        if op == "pow":
-            return f"pow({x}, {y})" if f else f"({t})pj_ipow((long){x}, (long){y})"
-        if op in ("max", "min"):
-            c = ">" if op == "max" else "<"
-            if f:
-                return f"(({x} {c} {y} || isnan({x})) ? {x} : {y})"
-            return f"({x} {c} {y} ? {x} : {y})"
-        if op in ("atan2", "nextafter"):
-            return f"{op}({x}, {y})"
-        if op.startswith("shift"):
-            return self.shift(op, dt, t, x, y)
-        return self.unary(op, dt, t, x)
-
-    def unary(self, op, dt, t, x):
-        f = is_float(dt)
-        if op == "neg":
-            return f"({t})(-{x})"
-        if op == "sign":
-            if f:
-                return f"({x} > 0 ? ({t})1 : ({x} < 0 ? ({t})-1 : {x}))"
-            return f"({t})(({x} > 0) - ({x} < 0))" if dt.kind == "i" else f"({t})({x} > 0)"
-        if op == "abs":
-            return f"fabs({x})" if f else (f"({t})({x} < 0 ? -{x} : {x})" if dt.kind == "i" else x)
-        if op == "not":
-            return f"(uchar)!{x}" if dt == np.bool_ else f"({t})~{x}"
-        if op == "square":
-            return f"({t})({x} * {x})"
-        if op == "rsqrt":
-            return f"(({t})1 / sqrt({x}))"
-        if op == "logistic":
-            return f"(({t})1 / (({t})1 + exp(-{x})))"
-        if op == "is_finite":
-            return f"(uchar)isfinite({x})"
-        if op in VIA_DOUBLE and self.fp64:
-            return f"({t}){VIA_DOUBLE[op]}((double){x})"
-        if op == "lgamma":
-            return f"(({x} > 0 || {x} != floor({x})) ? lgamma({x}) : INFINITY)"
-        if op in ("digamma", "erf_inv"):
-            raise RenderError(f"{op} needs a device with float64 support")
-        if op in UNARY_FLOAT:
-            return f"{UNARY_FLOAT[op]}({x})"
-        raise RenderError(f"the OpenCL renderer has no rule for {op}")
-
-    def shift(self, op, dt, t, x, y):
-        bits = _bits(dt)
-        big = f"({y} < 0 || {y} >= {bits})"
-        if op == "shift_left":
-            return f"({t})({big} ? 0 : ({x} << {y}))"
-        if op == "shift_right_logical" and dt.kind == "i":
-            ut = "u" + t if not t.startswith("u") else t
-            return f"({t})({big} ? 0 : (({ut}){x} >> {y}))"
-        fill = f"({x} < 0 ? -1 : 0)" if dt.kind == "i" else "0"
-        return f"({t})({big} ? {fill} : ({x} >> {y}))"
-
-    def ipow(self, dt, t, x, y):
-        if is_float(dt):
-            return f"pow({x}, ({t}){y})" if y >= 0 else f"(({t})1 / pow({x}, ({t}){-y}))"
-        if y == 0:
-            return f"(({t})1)"
-        terms, p = [], x
-        out = None
-        n = y
-        while n:       # binary exponentiation, wrapping like numpy's integer power
-            if n & 1:
-                out = p if out is None else f"({t})({out} * {p})"
-            n >>= 1
-            if n:
-                p = f"({t})({p} * {p})"
-        return out
-
-    def cast(self, x, src, dt):
-        src, dt = np.dtype(src), np.dtype(dt)
-        t = ctype(dt)
-        if dt == np.bool_:
-            return f"(uchar)({x} != 0)"
-        if is_float(src) and not is_float(dt):
-            return f"convert_{t}_sat_rtz({x})"
-        if src == dt:
-            return x
-        return _rounded(dt, f"({t}){x}")
-
-    def bitcast(self, x, src, dt):
-        src, dt = np.dtype(src), np.dtype(dt)
-        t = ctype(dt)
-        if src == dt:
-            return x
-        if src == F16:
-            x, src = f"pj_f16_bits({x})", np.dtype(np.uint16)
-        elif src == BF16:
-            x, src = f"pj_bf16_bits({x})", np.dtype(np.uint16)
-        if dt == F16:
-            return f"pj_f16_from_bits(as_ushort({x}))" if src.itemsize == 2 else x
-        if dt == BF16:
-            return f"pj_bf16_from_bits(as_ushort({x}))"
-        if src == np.bool_ or dt == np.bool_ or src.itemsize == 1:
-            return f"({t}){x}"
-        return f"as_{t}({x})"
-
-    # ------------------------------------------------------------ memory
-    def load(self, buf, dt, idx):
-        dt = np.dtype(dt)
-        if dt == F16:
-            return f"vload_half({idx}, {buf})"
-        if dt == BF16:
-            return f"pj_bf16_from_bits({buf}[{idx}])"
-        return f"{buf}[{idx}]"
-
-    def store(self, buf, dt, idx, val):
-        dt = np.dtype(dt)
-        if dt == F16:
-            return f"vstore_half_rte({val}, {idx}, {buf});"
-        if dt == BF16:
-            return f"{buf}[{idx}] = pj_bf16_bits({val});"
-        return f"{buf}[{idx}] = {val};"
-
-    # ------------------------------------------------------------ reductions
-    def acc_init(self, kind, dt):
-        dt = np.dtype(dt)
-        f = is_float(dt)
-        if kind in ("sum", "or"):
-            return literal(0, dt)
-        if kind == "prod":
-            return literal(1, dt)
-        if kind == "and":
-            return literal(1 if dt == np.bool_ else -1 if dt.kind == "i" else
-                           np.iinfo(dt).max, dt)
-        lowest = kind in ("max", "argmax")
-        if f:
-            return literal(-math.inf if lowest else math.inf, dt)
-        if dt == np.bool_:
-            return literal(0 if lowest else 1, dt)
-        info = np.iinfo(dt)
-        return literal(info.min if lowest else info.max, dt)
-
-    def update(self, name, kind, dt, v, loops):
-        t = ctype(dt)
-        f = is_float(dt)
-        if kind == "sum":
-            return f"{name} = {_rounded(dt, f'({t})({name} + {v})')};"
-        if kind == "prod":
-            return f"{name} = {_rounded(dt, f'({t})({name} * {v})')};"
-        if kind in ("and", "or"):
-            return f"{name} = {name} {'&' if kind == 'and' else '|'} {v};"
-        if kind in ("max", "min"):
-            c = ">" if kind == "max" else "<"
-            nan = f" || isnan({v})" if f else ""
-            return f"if ({v} {c} {name}{nan}) {name} = {v};"
-        c = ">" if kind == "argmax" else "<"
-        nan = f" || (isnan({v}) && !isnan({name}))" if f else ""
-        return f"if ({v} {c} {name}{nan}) {{ {name} = {v}; {name}_i = {loops[0]}; }}"
-
-    # ------------------------------------------------------------ kernels
-    def render(self, kernel: ir.Kernel, arg_dtypes) -> str:
-        """OpenCL C for one kernel; `arg_dtypes[slot]` gives each buffer's dtype."""
-        stmts, g = linearize(kernel)
-        self.shape_values = []
-        names = {}
-        params = []
-        written = {a.slot for a in kernel.args[len(kernel.args) - len(kernel.stores):]}
-        for a in kernel.args:
-            names[a.slot] = f"b{a.slot}"
-            const = "" if a.slot in written else "const "
-            params.append(f"__global {const}{BUFTYPE[np.dtype(arg_dtypes[a.slot])]}* restrict b{a.slot}")
-        params.append("const long n_work")
-        if self.generic:
-            params.append("__global const long* restrict shp")
-        lines = [f"  const long {g} = get_global_id(0);", f"  if ({g} >= n_work) return;"]
-        self._stmts(stmts, lines, names, 1)
-        kernel.shape_args = list(self.shape_values)
-        head = f"__kernel void {kernel.name}({', '.join(params)}) {{"
-        return "\n".join([head] + lines + ["}"])
-
-    def _stmts(self, stmts, lines, names, depth):
-        pad = "  " * depth
-        for s in stmts:
-            kind = s[0]
-            if kind == "def":
-                _, name, e, ops = s
-                lines.append(f"{pad}const {ctype(e.dtype)} {name} = {self.value(e, ops, names)};")
-            elif kind == "acc":
-                _, name, e = s
-                rk = e.arg[0]
-                vdt = e.args[0].dtype
-                lines.append(f"{pad}{ctype(vdt)} {name} = {self.acc_init(rk, vdt)};")
-                if rk in ("argmax", "argmin"):
-                    lines.append(f"{pad}long {name}_i = 0;")
-            elif kind == "update":
-                _, name, e, v, loops = s
-                lines.append(pad + self.update(name, e.arg[0], e.args[0].dtype, v, loops))
-            elif kind == "loop":
-                _, var, n, body = s
-                n = self._shape_const(n) if self.generic else n
-                lines.append(f"{pad}for (long {var} = 0; {var} < {n}; {var}++) {{")
-                self._stmts(body, lines, names, depth + 1)
-                lines.append(pad + "}")
-            elif kind == "store":
-                _, slot, dt, idx, val = s
-                lines.append(pad + self.store(names[slot], dt, idx, val))
-        # argmax results are read through their index variable
-        return lines
-
-    def value(self, e, ops, names):
-        if e.op == "const":
-            if self.generic and e.dtype == ir.INDEX:
-                return self._shape_const(e.arg)
-            return literal(e.arg, e.dtype)
-        if e.op == "load":
-            return self.load(names[e.arg], e.dtype, ops[0])
-        if e.op == "alu":
-            return self.alu(e, ops)
-        if e.op == "reduce":     # the accumulator, or for argmax/argmin its index
-            if e.arg[0] in ("argmax", "argmin"):
-                return f"({ctype(e.dtype)}){ops[0]}_i"
-            return ops[0]
-        raise RenderError(f"cannot render node {e.op}")
-
-    def program(self, kernels, arg_dtypes):
-        """One OpenCL program holding `kernels` (sources are also set on each kernel).
-        Only the helpers the kernels call are included: less for the compiler to parse."""
-        for k in kernels:
-            k.source = self.render(k, arg_dtypes)
-        body = "\n\n".join(k.source for k in kernels)
-        used, text = [], body
-        for names, chunk in reversed(PRELUDE_PARTS):   # helpers follow what they call
-            if any(n + "(" in text for n in names):
-                used.append(chunk)
-                text += chunk
-        head = [PRELUDE_BASE] + used[::-1]
-        if any(n in body for n in ("pj_erf_inv", "pj_digamma", "pj_lgamma", "double")):
-            head.append(PRELUDE_F64)
-        return "".join(head) + body
+    return _default.literal(v, dt)

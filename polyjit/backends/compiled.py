@@ -1,0 +1,269 @@
+"""What every compiled (kernel-generating) backend shares: device buffers with memory
+accounting, the on-disk program cache, eager single-primitive programs, and `Executable`,
+which drives a lowered Program (kernel launches, memory-plan reuse, control flow as host
+loops over compiled bodies, HOST_FALLBACK_PRIMS through the numpy reference).
+
+A backend subclasses `CompiledBackend` and supplies the device verbs: `_raw_alloc`,
+`put`, `to_numpy`, `block`, `copy_region`, `build` (source -> program), `get_kernel` and
+`launch`, plus a renderer and a generic-shape renderer.
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import weakref
+
+import numpy as np
+
+from ..lowering import lower_to_kernels
+from ..lowering.memory import nbytes
+from ..lowering.program import Alloc, Launch
+from ..tracer.core import ClosedJaxpr, Eqn, Jaxpr, Literal, ShapedArray, Var, abstract_eval_rules
+
+
+class Float64Unsupported(TypeError):
+    pass
+
+
+class KernelBuildError(RuntimeError):
+    """A device compiler rejected generated source: names the kernels and has the log."""
+
+
+class DeviceMem:
+    """One device allocation; several Buffers may view it (memory-plan reuse).
+    `data` is the backend's handle (a cl.Buffer, a cupy array)."""
+    __slots__ = ("data", "nbytes", "__weakref__")
+
+    def __init__(self, data, n):
+        self.data, self.nbytes = data, n
+
+
+class Buffer:
+    """A device buffer with the abstract value of the array it holds."""
+    __slots__ = ("mem", "aval", "__weakref__")
+
+    def __init__(self, mem: DeviceMem, aval):
+        self.mem, self.aval = mem, aval
+
+
+def cache_dir():
+    d = os.environ.get("POLYJIT_CACHE") or os.path.join(os.path.expanduser("~"), ".cache", "polyjit")
+    os.makedirs(d, exist_ok=True)
+    return d
+
+
+def disk_cached(key_text, suffix, load, compile_):
+    """A program from the disk cache, else compiled and saved. `load(bytes)` rebuilds a
+    program from a saved binary (raising if it is stale); `compile_()` returns
+    (program, binary bytes)."""
+    key = hashlib.sha256(key_text.encode()).hexdigest()
+    path = os.path.join(cache_dir(), key + suffix)
+    if os.path.exists(path):
+        try:
+            with open(path, "rb") as f:
+                return load(f.read())
+        except Exception:        # stale or foreign binary: rebuild from source
+            pass
+    prg, binary = compile_()
+    try:
+        tmp = f"{path}.{os.getpid()}.tmp"
+        with open(tmp, "wb") as f:
+            f.write(binary)
+        os.replace(tmp, path)
+    except OSError:
+        pass     # a read-only cache only costs compile time
+    return prg
+
+
+class CompiledBackend:
+    name = "compiled"
+    fp64 = True
+    fp64_hint = "the device has no float64 support; use float32, or the numpy backend"
+
+    def _init_common(self):
+        self._programs = {}
+        self._eager = {}
+        self.bytes_in_use = 0
+        self.peak_bytes = 0
+
+    # ------------------------------------------------------------ memory
+    def alloc(self, aval) -> Buffer:
+        n = nbytes(aval)
+        mem = DeviceMem(self._raw_alloc(n), n)
+        self.bytes_in_use += n
+        self.peak_bytes = max(self.peak_bytes, self.bytes_in_use)
+        weakref.finalize(mem, self._release, n)
+        return Buffer(mem, aval)
+
+    def _release(self, n):
+        self.bytes_in_use -= n
+
+    def reset_peak(self):
+        self.peak_bytes = self.bytes_in_use
+
+    # ------------------------------------------------------------ programs
+    def compile(self, closed: ClosedJaxpr):
+        return Executable(self, closed)
+
+    def apply(self, prim, bufs, params):
+        avals = [b.aval for b in bufs]
+        try:
+            key = (prim, tuple(avals), tuple(sorted(params.items())))
+            hash(key)
+        except TypeError:
+            key = None
+        exe = self._eager.get(key) if key is not None else None
+        if exe is None:
+            ins = [Var(a) for a in avals]
+            outs = [Var(a) for a in abstract_eval_rules[prim](*avals, **params)]
+            jaxpr = Jaxpr([], ins, [Eqn(prim, ins, params, outs)], outs)
+            exe = Executable(self, ClosedJaxpr(jaxpr, []), name=prim.name, generic=True)
+            if key is not None:
+                self._eager[key] = exe
+        return exe(list(bufs))
+
+
+def _sub_closed(j):
+    """A control-flow body as a ClosedJaxpr taking (constvars + invars) as inputs."""
+    if isinstance(j, ClosedJaxpr):
+        return j
+    return ClosedJaxpr(Jaxpr([], list(j.constvars) + list(j.invars), j.eqns, j.outvars), [])
+
+
+def _c_name(name):
+    return "".join(c if c.isalnum() else "_" for c in name)
+
+
+class Executable:
+    """A compiled program: `executable(list of input buffers) -> list of output buffers`."""
+
+    def __init__(self, be: CompiledBackend, closed: ClosedJaxpr, name="k", generic=False):
+        self.be = be
+        self._check_fp64(closed)
+        self.program = prog = lower_to_kernels(closed, name=_c_name(name))
+        self.kernels = prog.kernels
+        self.host_steps = prog.host_steps
+        dts = [a.dtype for a in prog.slot_avals]
+        renderer = be.generic_renderer if generic else be.renderer
+        self.source = renderer.program(self.kernels, dts) if self.kernels else ""
+        module = be.build(self.source, [k.name for k in self.kernels]) if self.kernels else None
+        self._launch = {}
+        for k in self.kernels:
+            extra = [np.int64(k.global_size)]
+            if generic:      # the shape constants the generic source reads
+                shp = np.array(k.shape_args or [0], np.int64)
+                extra.append(be.put(shp, ShapedArray(shp.shape, shp.dtype)).mem.data)
+            self._launch[id(k)] = (be.get_kernel(module, k.name), extra)
+        self.consts = [c._buf if getattr(c, "_backend", None) is be
+                       else be.put(np.asarray(c), a)
+                       for c, a in zip(prog.consts, [prog.slot_avals[s] for s in prog.const_slots])]
+        self._subs = {}
+
+    def _check_fp64(self, closed):
+        if self.be.fp64:
+            return
+        avals = [v.aval for e in closed.jaxpr.eqns for v in list(e.inputs) + list(e.outputs)]
+        avals += closed.in_avals
+        if any(a.dtype == np.float64 for a in avals):
+            raise Float64Unsupported(self.be.fp64_hint)
+
+    def describe(self) -> str:
+        return self.program.describe()
+
+    def __call__(self, inputs):
+        prog, be, plan = self.program, self.be, self.program.memory
+        env = [None] * len(prog.slot_avals)
+        for s, b in zip(prog.const_slots, self.consts):
+            env[s] = b
+        for s, b in zip(prog.input_slots, inputs):
+            env[s] = b
+        blocks = {}
+        for i, step in enumerate(prog.steps):
+            if isinstance(step, Launch):
+                for s in step.writes:
+                    env[s] = self._out_buffer(s, blocks)
+                self._run_kernel(step, env)
+            elif isinstance(step, Alloc):
+                env[step.writes[0]] = be.alloc(prog.slot_avals[step.writes[0]])
+            else:
+                self._run_host(step, env)
+            for s in plan.free_after[i]:
+                env[s] = None
+        return [be.put(np.asarray(o.val), o.aval) if isinstance(o, Literal) else env[o]
+                for o in prog.outputs]
+
+    def _out_buffer(self, s, blocks):
+        """A buffer for slot `s`: its memory-plan block when it has one (shared with
+        slots whose lifetimes do not overlap), else a fresh allocation."""
+        aval = self.program.slot_avals[s]
+        b = self.program.memory.block_of.get(s)
+        if b is None:
+            return self.be.alloc(aval)
+        mem = blocks.get(b)
+        if mem is None:
+            mem = blocks[b] = self.be.alloc(aval).mem
+        return Buffer(mem, aval)
+
+    def _run_kernel(self, step, env):
+        k = step.kernel
+        if k.global_size == 0:
+            return
+        knl, extra = self._launch[id(k)]
+        self.be.launch(knl, [env[a.slot].mem.data for a in k.args] + extra, k.global_size)
+
+    # ------------------------------------------------------------ host steps
+    def _sub(self, j):
+        exe = self._subs.get(id(j))
+        if exe is None:     # j is kept alive beside its executable so id(j) stays unique
+            exe = self._subs[id(j)] = (j, Executable(self.be, _sub_closed(j), name="body"))
+        return exe[1]
+
+    def _run_host(self, step, env):
+        be = self.be
+        args = [be.put(np.asarray(x.val), x.aval) if isinstance(x, Literal) else env[x]
+                for x in step.inputs]
+        if step.kind == "fallback":
+            from .numpy_backend import impl_rules
+            host = [be.to_numpy(a) for a in args]
+            with np.errstate(all="ignore"):
+                out = impl_rules[step.eqn.prim](*host, **step.eqn.params)
+            outs = out if step.eqn.prim.multiple_results else [out]
+            outs = [be.put(o, self.program.slot_avals[s]) for o, s in zip(outs, step.writes)]
+        else:
+            outs = getattr(self, "_" + step.eqn.prim.name)(args, **step.eqn.params)
+        for s, b in zip(step.writes, outs):
+            env[s] = b
+
+    def _cond(self, args, branches):
+        i = int(np.clip(int(self.be.to_numpy(args[0])), 0, len(branches) - 1))
+        return self._sub(branches[i])(args[1:])
+
+    def _while(self, args, cond_jaxpr, body_jaxpr, cond_nconsts, body_nconsts):
+        cc, bc = args[:cond_nconsts], args[cond_nconsts:cond_nconsts + body_nconsts]
+        carry = args[cond_nconsts + body_nconsts:]
+        cond, body = self._sub(cond_jaxpr), self._sub(body_jaxpr)
+        while bool(self.be.to_numpy(cond(cc + carry)[0])):
+            carry = body(bc + carry)
+        return carry
+
+    def _scan(self, args, jaxpr, length, reverse, num_consts, num_carry):
+        be = self.be
+        consts, carry = args[:num_consts], args[num_consts:num_consts + num_carry]
+        xs = args[num_consts + num_carry:]
+        body = self._sub(jaxpr)
+        y_avals = [ShapedArray((length,) + a.shape, a.dtype) for a in _sub_closed(jaxpr).out_avals[num_carry:]]
+        ys = [be.alloc(a) for a in y_avals]
+        x_avals = [ShapedArray(x.aval.shape[1:], x.aval.dtype) for x in xs]
+        for i in (range(length - 1, -1, -1) if reverse else range(length)):
+            x_i = []
+            for x, a in zip(xs, x_avals):
+                b = be.alloc(a)
+                n = nbytes(a) if a.size else 0
+                be.copy_region(b, 0, x, i * n, n)
+                x_i.append(b)
+            out = body(consts + carry + x_i)
+            carry = out[:num_carry]
+            for y, o in zip(ys, out[num_carry:]):
+                n = o.aval.size * o.aval.dtype.itemsize
+                be.copy_region(y, i * n, o, 0, n)
+        return carry + ys

@@ -1,0 +1,124 @@
+"""The CUDA backend: the shared kernel IR rendered to CUDA C (render_cuda.py), compiled
+by NVRTC through cupy into cubins cached on disk (keyed by device, NVRTC version, options
+and source, under $POLYJIT_CACHE or ~/.cache/polyjit), launched on one non-blocking
+stream per device. Buffers are flat cupy uint8 arrays, so the memory plan can hand one
+block to values of different dtypes; program driving is shared (compiled.py).
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..lowering.render_cuda import NVRTC_OPTIONS, CUDARenderer
+from .compiled import CompiledBackend, KernelBuildError, disk_cached
+
+BLOCK = 256
+
+
+class CUDAUnavailable(RuntimeError):
+    pass
+
+
+def _import_cupy():
+    try:
+        import cupy
+    except ImportError as e:
+        raise CUDAUnavailable(f"cupy is not installed ({e}); install cupy-cuda12x or "
+                              "cupy-cuda13x to use the cuda backend") from e
+    try:
+        n = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:      # no driver, or a driver older than cupy's runtime
+        raise CUDAUnavailable(f"no CUDA device: {e}") from e
+    if n == 0:
+        raise CUDAUnavailable("no CUDA device: the driver reports 0 GPUs")
+    return cupy
+
+
+class CUDABackend(CompiledBackend):
+    name = "cuda"
+    platform = "gpu"
+
+    def __init__(self, device_id=0):
+        cp = self.cp = _import_cupy()
+        self.device = cp.cuda.Device(device_id)
+        with self.device:
+            # one stream per device, so polyjit's work never waits on the legacy
+            # default stream other libraries use
+            self.stream = cp.cuda.Stream(non_blocking=True)
+        props = cp.cuda.runtime.getDeviceProperties(device_id)
+        self.cc = f"{props['major']}{props['minor']}"
+        self.arch = f"sm_{self.cc}"
+        name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
+        self.device_name = name
+        nvrtc = cp.cuda.nvrtc.getVersion()
+        self.options = NVRTC_OPTIONS + (f"-arch={self.arch}",)
+        self.device_key = f"cuda|{name}|{self.arch}|nvrtc{nvrtc}|{' '.join(self.options)}"
+        self.renderer = CUDARenderer()
+        self.generic_renderer = CUDARenderer(generic_shapes=True)
+        self._init_common()
+
+    # ------------------------------------------------------------ memory
+    def _raw_alloc(self, n):
+        with self.device, self.stream:     # pool memory ordered on our stream
+            return self.cp.empty(max(n, 1), self.cp.uint8)
+
+    def put(self, x, aval):
+        host = np.ascontiguousarray(np.asarray(x, dtype=aval.dtype))
+        buf = self.alloc(aval)
+        if host.size:
+            raw = host.reshape(-1).view(np.uint8)
+            buf.mem.data[:raw.size].set(raw, stream=self.stream)
+        return buf
+
+    def to_numpy(self, buf):
+        a = buf.aval
+        n = a.size * np.dtype(a.dtype).itemsize
+        if not n:
+            return np.empty(a.shape, a.dtype)
+        raw = buf.mem.data[:n].get(stream=self.stream)    # waits for the stream
+        return raw.view(a.dtype).reshape(a.shape)
+
+    def block(self, buf):
+        self.stream.synchronize()
+        return buf
+
+    def copy_region(self, dst, dst_off, src, src_off, n):
+        if n:
+            with self.device, self.stream:
+                dst.mem.data[dst_off:dst_off + n] = src.mem.data[src_off:src_off + n]
+
+    # ------------------------------------------------------------ programs
+    def build(self, source, kernel_names):
+        """A loaded cupy Module for `source`, from memory, disk, or NVRTC."""
+        mod = self._programs.get(source)
+        if mod is None:
+            mod = self._programs[source] = disk_cached(
+                self.device_key + "\0" + source, ".cubin", self._load_cubin,
+                lambda: self._compile_source(source, kernel_names))
+        return mod
+
+    def _load_cubin(self, binary):
+        from cupy.cuda import function
+        with self.device:
+            mod = function.Module()
+            mod.load(binary)      # loads now, so a stale binary fails here
+        return mod
+
+    def _compile_source(self, source, kernel_names):
+        from cupy.cuda import compiler
+        try:
+            with self.device:
+                # a cubin for this device's arch (PTX where NVRTC predates the arch)
+                cubin, _ = compiler.compile_using_nvrtc(source, options=NVRTC_OPTIONS,
+                                                        arch=self.cc, filename="polyjit.cu")
+        except compiler.CompileException as e:
+            names = ", ".join(kernel_names)
+            raise KernelBuildError(f"NVRTC build of kernel(s) {names} failed for {self.arch} "
+                                   f"({self.device_name}):\n{e}\n--- source ---\n{source}") from None
+        return self._load_cubin(cubin), cubin
+
+    def get_kernel(self, module, name):
+        return module.get_function(name)
+
+    def launch(self, knl, args, n):
+        with self.device:
+            knl((-(-n // BLOCK),), (BLOCK,), tuple(args), stream=self.stream)
