@@ -1,5 +1,6 @@
 """polyjit: a JAX-style tracing compiler that runs the same Python on any GPU or CPU."""
 from .tracer import dtypes, tree_util
+from .config import config
 from .tracer.array import Array
 from .tracer.core import ClosedJaxpr, ConcretizationError, Jaxpr, ShapedArray
 from .tracer.jit import jit, make_jaxpr

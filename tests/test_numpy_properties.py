@@ -69,13 +69,18 @@ def expected_dtype(a, b):
 
 
 def assert_close(got, want, dt, scale=None):
-    """|got - want| <= tol(dt) * max(|want|, scale), elementwise (equal infs and NaNs pass);
+    """|got - want| <= tol(dt) * max(|want|, scale), elementwise (equal infs and NaNs pass;
+    subnormal results within a few subnormal steps);
     want is rounded to dt first, so both overflow and underflow alike."""
     got = np.asarray(got, np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
         want = np.asarray(want).astype(dt).astype(np.float64)
         assert got.shape == want.shape
         bound = TOL[np.dtype(dt)] * np.maximum(np.abs(want), 0 if scale is None else scale)
+        # below the smallest normal a float carries absolute, not relative, precision:
+        # allow a few subnormal steps there (products that underflow round in those steps)
+        fi = ml_dtypes.finfo(dt)
+        bound = np.maximum(bound, max(TOL[np.dtype(dt)] * float(fi.tiny), 8 * float(fi.smallest_subnormal)))
         ok = (got == want) | (np.isnan(got) & np.isnan(want)) | (np.abs(got - want) <= bound)
     assert ok.all(), f"got {got[~ok]}, want {want[~ok]} (dtype {np.dtype(dt)})"
 

@@ -171,7 +171,9 @@ def _convert(x, *, new_dtype, weak_type=False):
 
 
 impl_rules[P.convert_element_type_p] = _convert
-impl_rules[P.bitcast_convert_type_p] = lambda x, *, new_dtype: np.ascontiguousarray(x).view(np.dtype(new_dtype))
+# (ascontiguousarray makes 0-d arrays 1-d: reshape back)
+impl_rules[P.bitcast_convert_type_p] = lambda x, *, new_dtype: np.ascontiguousarray(x).view(
+    np.dtype(new_dtype)).reshape(np.shape(x))
 
 
 def _iota(*, dtype, shape, dimension):

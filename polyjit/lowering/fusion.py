@@ -21,9 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ..tracer import primitives as P
 from ..tracer.core import Literal
 from . import ir
-from .exprs import EXPR_RULES
+from .exprs import EXPR_RULES, _acc_dtype
 
 
 class Builder:
@@ -179,3 +180,86 @@ def build_kernel(b, plans, slots, name):
         stores.append(ir.Store(slots[p.var], ir.flatten(idx, shape), val))
     nm = name + "_" + "_".join(prims[:3])
     return ir.Kernel(nm, (g,), ser, stores), prims
+
+
+# ---------------------------------------------------------------- matrix products
+# A kernel whose only reduction is a dot_general at the kernel's own output index becomes
+# a tiled GEMM (ir.GemmSpec) when the product is big enough; smaller or odd ones keep the
+# generic one-output-per-work-item loop.
+GEMM_MIN_FLOPS = 2 * 32768      # 2*M*N*K*batch below this: not worth the tiles
+GEMM_MIN_DIM = 16               # M and N at least this, K at least GEMM_MIN_DIM // 2
+_INT32_MAX = 2**31 - 1
+
+
+def _gemm_dtypes():
+    from ..tracer import dtypes
+    return {np.dtype(np.float32), dtypes.float16, dtypes.bfloat16}
+
+
+def plan_gemm(defs, slots, root, precision="highest"):
+    """A GemmSpec computing materialized value `root`, or None when `root` is not a
+    matrix product with an elementwise epilogue (or is too small or odd for tiles)."""
+    if not root.aval.shape or root.aval.size == 0:
+        return None
+    b = Builder(defs, slots)
+    dom = tuple(ir.loop_var(d, "i") for d in root.aval.shape)
+    tree = b.build_root(root, dom)
+    reds = [e for e in walk([tree]) if e.op == "reduce"]
+    if len(reds) != 1 or reds[0] not in b.owner:
+        return None
+    dot = b.owner[reds[0]]
+    eqn = defs[dot][0]
+    if eqn.prim is not P.dot_general_p or dot.aval.shape != root.aval.shape:
+        return None
+    lhs, rhs = eqn.inputs
+    if isinstance(lhs, Literal) or isinstance(rhs, Literal):
+        return None
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
+    acc = _acc_dtype(lhs.aval.dtype, eqn.params.get("preferred_element_type"))
+    ok = _gemm_dtypes()
+    if acc != np.float32 or lhs.aval.dtype not in ok or rhs.aval.dtype not in ok:
+        return None
+    ls, rs = lhs.aval.shape, rhs.aval.shape
+    lf = [i for i in range(len(ls)) if i not in lc and i not in lb]
+    rf = [i for i in range(len(rs)) if i not in rc and i not in rb]
+    prod = lambda dims, shape: int(np.prod([shape[i] for i in dims], dtype=np.int64))
+    Bt, M, N, K = prod(lb, ls), prod(lf, ls), prod(rf, rs), prod(lc, ls)
+    if (min(M, N) < GEMM_MIN_DIM or K < GEMM_MIN_DIM // 2 or 2 * Bt * M * N * K < GEMM_MIN_FLOPS
+            or max(Bt * M * N, Bt * M * K, Bt * K * N, lhs.aval.size, rhs.aval.size) > _INT32_MAX):
+        return None
+    bv, mv, nv, kv = (ir.loop_var(n, p) for n, p in ((Bt, "b"), (M, "m"), (N, "n"), (K, "k")))
+    bi = ir.unflatten(bv, [ls[i] for i in lb])
+    mi = ir.unflatten(mv, [ls[i] for i in lf])
+    ni = ir.unflatten(nv, [rs[i] for i in rf])
+    ki = ir.unflatten(kv, [ls[i] for i in lc])
+    li, ri = [None] * len(ls), [None] * len(rs)
+    for j, (a, c) in enumerate(zip(lb, rb)):
+        li[a] = ri[c] = bi[j]
+    for j, a in enumerate(lf):
+        li[a] = mi[j]
+    for j, a in enumerate(rf):
+        ri[a] = ni[j]
+    for j, (a, c) in enumerate(zip(lc, rc)):
+        li[a] = ri[c] = ki[j]
+    g = Builder(defs, slots)
+    a_expr, b_expr = g.value(lhs, tuple(li)), g.value(rhs, tuple(ri))
+    if a_expr.has_reduce or b_expr.has_reduce:
+        return None
+    out_idx = tuple(bi) + tuple(mi) + tuple(ni)
+    accn = ir.gemm_acc(acc)
+    g.memo[(dot, out_idx)] = ir.alu("cast", dot.aval.dtype, accn)
+    epi = g.build_root(root, out_idx)
+    if epi.has_reduce or accn not in walk([epi]):
+        return None
+    store = ir.Store(slots[root], ir.flatten(out_idx, root.aval.shape), epi)
+    return ir.GemmSpec(Bt, M, N, K, bv, mv, nv, kv, _operand(a_expr, (bv, mv, kv)),
+                       _operand(b_expr, (bv, kv, nv)), accn, acc, [store], precision)
+
+
+def _operand(e, vars_):
+    plain = None
+    if e.op == "load":
+        aff = ir.affine(e.args[0], vars_)
+        if aff is not None:
+            plain = (e.arg, aff[0], *aff[1])
+    return ir.GemmOperand(e, e.dtype, plain)

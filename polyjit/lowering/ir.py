@@ -308,7 +308,66 @@ class Kernel:
     stores: list
     args: list = field(default_factory=list)     # BufferRef, inputs then outputs
     source: str = ""     # filled in by a renderer
+    gemm: object = None  # a GemmSpec when this kernel is a (fused-epilogue) matrix product;
+    # par/ser/stores still describe it as a plain loop nest, for renderers without a GEMM path
 
     @property
     def global_size(self) -> int:
         return int(np.prod([v.arg[1] for v in self.par], dtype=np.int64))
+
+
+# ---------------------------------------------------------------- matrix products
+@dataclass
+class GemmOperand:
+    """One GEMM operand as an element expression over (batch, row, col) loop vars:
+    A(b, m, k) or B(b, k, n), in the operand's own dtype (before the cast to the
+    accumulator). `plain` is (slot, offset, batch stride, row stride, col stride) in
+    elements when the expression is one load at an affine index (strided fast path)."""
+    expr: Expr
+    dtype: np.dtype
+    plain: tuple = None
+
+    def contiguous(self, axis):
+        """Is the operand a plain load whose `axis` (1 rows, 2 cols) has stride 1?"""
+        return self.plain is not None and self.plain[2 + axis - 1] == 1
+
+
+@dataclass
+class GemmSpec:
+    """C[b, m, n] = epilogue(sum_k A(b, m, k) * B(b, k, n)) over acc_dtype.
+
+    The loop vars bv/mv/nv/kv have extents batch/M/N/K. `stores` are Store(slot, index,
+    value) whose index and value are expressions over (bv, mv, nv) and `acc`, the
+    placeholder node of the finished dot product (op "gemm_acc")."""
+    batch: int
+    M: int
+    N: int
+    K: int
+    bv: Expr
+    mv: Expr
+    nv: Expr
+    kv: Expr
+    a: GemmOperand
+    b: GemmOperand
+    acc: Expr
+    acc_dtype: np.dtype
+    stores: list
+    precision: str = "highest"
+
+    @property
+    def flops(self) -> int:
+        return 2 * self.batch * self.M * self.N * self.K
+
+
+def gemm_acc(dtype) -> Expr:
+    """The placeholder for a GEMM's finished accumulator inside its epilogue."""
+    return node("gemm_acc", dtype, "acc")
+
+
+def affine(index: Expr, vars_):
+    """(offset, [coefficient of each var]) when `index` is an affine function of
+    `vars_` only, else None."""
+    terms, c = _terms(index)
+    if any(n not in vars_ for n in terms):
+        return None
+    return c, [terms.get(v, 0) for v in vars_]

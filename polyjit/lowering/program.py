@@ -78,6 +78,12 @@ class Program:
         for s in self.steps:
             if isinstance(s, Launch):
                 k = s.kernel
+                g = k.gemm
+                if g is not None:
+                    lines.append(f"kernel {k.name}: gemm {g.batch}x[{g.M}x{g.K}]@[{g.K}x{g.N}] "
+                                 f"({g.a.dtype}, {g.b.dtype} -> {g.acc_dtype}, {g.precision}), "
+                                 f"reads {s.reads} writes {s.writes}")
+                    continue
                 lines.append(f"kernel {k.name}: {k.global_size} work items x "
                              f"{int(np.prod([v.arg[1] for v in k.ser]))} serial, "
                              f"reads {s.reads} writes {s.writes}")
@@ -127,6 +133,8 @@ def _loads(tree_roots):
 def _schedule(jaxpr, defs, slots, plans, name):
     """Steps in program order; roots of one shape and split share a kernel when none
     reads what another writes."""
+    from ..config import config
+    precision = config.matmul_precision
     by_var = {p.var: p for p in plans}
     b = fusion.Builder(defs, slots)
     steps, group = [], []
@@ -154,6 +162,13 @@ def _schedule(jaxpr, defs, slots, plans, name):
                 continue
             if o.aval.size == 0:
                 steps.append(Alloc([slots[o]]))
+                continue
+            spec = fusion.plan_gemm(defs, slots, o, precision) if p.k > 0 else None
+            if spec is not None:      # a tiled matrix product: a kernel of its own
+                flush()
+                group.append(p)
+                flush()
+                steps[-1].kernel.gemm = spec
                 continue
             if group and not _joins(b, group, p, slots):
                 flush()

@@ -17,6 +17,20 @@ SHORT_NAMES = {bool_: "bool", int8: "i8", int16: "i16", int32: "i32", int64: "i6
                float16: "f16", bfloat16: "bf16", float32: "f32", float64: "f64"}
 SUPPORTED = tuple(SHORT_NAMES)
 
+# Storage-only dtypes (the ONNX/ml_dtypes low-precision formats). Values of these dtypes can
+# be passed through jit, moved around (reshape, slice, concatenate, select, ...) and
+# converted to and from the dtypes above with convert_element_type, which rounds and wraps
+# as ml_dtypes' astype does; arithmetic runs on a compute dtype (convert first). They are
+# not in SUPPORTED: only the numpy backend holds them.
+float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, float8_e8m0fnu, float4_e2m1fn = (
+    np.dtype(getattr(ml_dtypes, n)) for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
+                                              "float8_e5m2fnuz", "float8_e8m0fnu",
+                                              "float4_e2m1fn"))
+int4, uint4, int2, uint2 = (np.dtype(getattr(ml_dtypes, n)) for n in ("int4", "uint4", "int2", "uint2"))
+STORAGE_ONLY = {float8_e4m3fn: "f8e4m3fn", float8_e4m3fnuz: "f8e4m3fnuz", float8_e5m2: "f8e5m2",
+                float8_e5m2fnuz: "f8e5m2fnuz", float8_e8m0fnu: "f8e8m0fnu",
+                float4_e2m1fn: "f4e2m1fn", int4: "i4", uint4: "u4", int2: "i2", uint2: "u2"}
+
 # Defaults for values that carry no dtype of their own (Python scalars, arange(5), zeros(3)):
 # 32-bit like JAX, since GPUs (and WebGPU above all) are 32-bit machines.
 default_float = float32
@@ -35,14 +49,19 @@ def canonicalize(dtype) -> np.dtype:
         dt = np.dtype(dtype)
     except TypeError:
         raise TypeError(f"polyjit does not understand dtype {dtype!r}") from None
-    if dt not in SHORT_NAMES:
+    if dt not in SHORT_NAMES and dt not in STORAGE_ONLY:
         raise TypeError(f"polyjit does not support dtype {dt.name!r}; supported: "
                         + ", ".join(d.name for d in SUPPORTED))
     return dt
 
 
 def short_name(dtype) -> str:
-    return SHORT_NAMES[np.dtype(dtype)]
+    dt = np.dtype(dtype)
+    return SHORT_NAMES[dt] if dt in SHORT_NAMES else STORAGE_ONLY[dt]
+
+
+def is_storage_only(dt) -> bool:
+    return np.dtype(dt) in STORAGE_ONLY
 
 
 def is_float(dt) -> bool:

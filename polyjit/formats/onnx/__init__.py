@@ -102,7 +102,8 @@ def load(path_or_bytes, *, base_dir=None, param_min_size=None, static_inputs=Non
     stripped = onnx.GraphProto()
     stripped.CopyFrom(graph)
     del stripped.initializer[:]
-    fixed = {**consts, **{k: np.asarray(v) for k, v in static.items()}}
+    fixed = {**consts, **{k: v if v is None or isinstance(v, (list, tuple)) else np.asarray(v)
+                          for k, v in static.items()}}
     single = len(outputs) == 1
 
     def fn(params, *args):
@@ -127,9 +128,9 @@ def _bind_dims(specs, args):
     from ...tracer.core import get_aval
     bound = {}
     for spec, a in zip(specs, args):
+        if spec.shape is None or a is None or isinstance(a, (list, tuple)):
+            continue   # sequences and optionals (or no declared shape)
         shape = get_aval(a).shape
-        if spec.shape is None:
-            continue
         if len(shape) != len(spec.shape):
             raise OnnxError(f"input {spec.name!r} expects rank {len(spec.shape)} "
                             f"(shape {spec.shape}), got shape {shape}")

@@ -26,6 +26,8 @@ def eager():
 
 
 def is_known(x) -> bool:
+    if isinstance(x, (list, tuple)):   # a sequence value
+        return all(map(is_known, x))
     return x is None or not isinstance(x, Tracer)
 
 

@@ -22,6 +22,15 @@ def _backend_name(device: str):
     return "cuda" if dev.startswith("CUDA") else None
 
 
+def _host(v):
+    """A value as numpy: arrays, sequences (lists of arrays) and empty optionals (None)."""
+    if v is None:
+        return None
+    if isinstance(v, (list, tuple)):
+        return [_host(e) for e in v]
+    return np.asarray(v)
+
+
 class PolyjitRep(BackendRep):
     def __init__(self, model: onnx.ModelProto, backend_name):
         self.proto = model.SerializeToString()
@@ -37,14 +46,14 @@ class PolyjitRep(BackendRep):
         inputs = list(inputs)
         model = self.base
         if model is None:
-            static = {n: np.asarray(v) for n, v in zip(self.input_names, inputs)
+            static = {n: _host(v) for n, v in zip(self.input_names, inputs)
                       if n in self.static_names}
             model = load(self.proto, static_inputs=static)
             inputs = [v for n, v in zip(self.input_names, inputs) if n not in self.static_names]
         f = jit(model.fn, backend=self.backend_name)
         outs = f(model.params, *inputs)
         outs = [outs] if len(model.outputs) == 1 else list(outs)
-        return tuple(np.asarray(o) for o in outs)
+        return tuple(_host(o) for o in outs)
 
 
 class PolyjitBackend(Backend):

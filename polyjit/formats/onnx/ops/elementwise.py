@@ -9,7 +9,7 @@ from .... import lax
 from .... import numpy as pnp
 from ....tracer import dtypes
 from . import op
-from ._util import cast, dtype_of, is_float, onnx_dtype, scalar_like
+from ._util import cast, dtype_of, is_float, onnx_cast, onnx_dtype, scalar_like
 
 
 def _simple(name, fn):
@@ -35,7 +35,7 @@ for _name, _fn in {
 
 @op("Identity")
 def identity(ctx, x):
-    return x
+    return (x,)   # 1-tuple: x may be a sequence (a list)
 
 
 @op("Div")
@@ -92,12 +92,14 @@ def where(ctx, c, x, y):
 
 @op("Cast")
 def cast_op(ctx, x):
-    return cast(x, onnx_dtype(ctx, ctx.attr("to")))
+    return onnx_cast(x, onnx_dtype(ctx, ctx.attr("to")), bool(ctx.attr("saturate", 1)),
+                     ctx.attr("round_mode", "up"))
 
 
 @op("CastLike")
 def cast_like(ctx, x, like):
-    return cast(x, dtype_of(like))
+    return onnx_cast(x, dtype_of(like), bool(ctx.attr("saturate", 1)),
+                     ctx.attr("round_mode", "up"))
 
 
 def _variadic(fn):

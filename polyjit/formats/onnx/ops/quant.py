@@ -1,13 +1,14 @@
 """Quantization ops: (De)QuantizeLinear, DynamicQuantizeLinear, QLinear*, *Integer."""
 from __future__ import annotations
 
+import ml_dtypes
 import numpy as np
 
 from .... import lax
 from .... import numpy as pnp
 from ....tracer import dtypes
 from . import op
-from ._util import cast, dtype_of, ndim_of, norm_axis, onnx_dtype, shape_of
+from ._util import cast, dtype_of, ndim_of, norm_axis, onnx_cast, onnx_dtype, shape_of
 from .nn import conv_pads
 
 
@@ -16,10 +17,10 @@ def _broadcast_param(ctx, p, x):
     `axis` (per axis), or same-rank with `block_size` (blocked)."""
     ps = shape_of(p)
     n = ndim_of(x)
-    if len(ps) == 0 or (len(ps) == 1 and ps[0] == 1 and n != 1):
+    bs = ctx.attr("block_size", 0)
+    if len(ps) == 0 or (len(ps) == 1 and ps[0] == 1 and (n != 1 or not bs)):
         return pnp.reshape(p, ())
     axis = norm_axis(ctx.attr("axis", 1), n)
-    bs = ctx.attr("block_size", 0)
     if bs:
         return pnp.take(p, np.arange(shape_of(x)[axis]) // bs, axis=axis)
     shape = [1] * n
@@ -28,8 +29,8 @@ def _broadcast_param(ctx, p, x):
 
 
 def saturate(v, dt):
-    """Round half to even and clamp into integer dtype dt."""
-    info = np.iinfo(dt)
+    """Round half to even and clamp into integer dtype dt (int4/int2 included)."""
+    info = ml_dtypes.iinfo(dt)
     v = pnp.clip(pnp.rint(v), np.asarray(info.min, dtype_of(v)), np.asarray(info.max, dtype_of(v)))
     return cast(v, dt)
 
@@ -41,13 +42,21 @@ def _out_dtype(ctx, zp):
     return onnx_dtype(ctx, code) if code else np.dtype(np.uint8)
 
 
+_FLOAT_Q = ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2", "float8_e5m2fnuz", "float4_e2m1fn")
+
+
 @op("QuantizeLinear")
 def quantize_linear(ctx, x, scale, zp=None):
     dt = _out_dtype(ctx, zp)
-    if not dtypes.is_int(dt):
-        raise ctx.fail(f"quantizing to {dt.name} is not supported (integer targets only)")
     xf = cast(x, np.float32)
     q = pnp.divide(xf, cast(_broadcast_param(ctx, scale, x), np.float32))
+    if not (dtypes.is_int(dt) or dt.name in ("int4", "uint4", "int2", "uint2")):
+        # float8/float4 targets: the conversion itself rounds (to nearest even)
+        if dt.name not in _FLOAT_Q:
+            raise ctx.fail(f"quantizing to {dt.name} is not supported")
+        if zp is not None:
+            q = pnp.add(q, cast(_broadcast_param(ctx, zp, x), np.float32))
+        return onnx_cast(q, dt, bool(ctx.attr("saturate", 1)))
     q = pnp.rint(q)
     if zp is not None:
         q = pnp.add(q, cast(_broadcast_param(ctx, zp, x), np.float32))
