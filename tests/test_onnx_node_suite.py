@@ -31,5 +31,9 @@ backend_test = BackendTest(pj_backend, __name__)
 backend_test.include(r"^test_.*_cpu$")
 for _name in expected_failures():
     backend_test.exclude(rf"^{_name}_cpu$")
+try:  # ImageDecoder decodes with Pillow (an optional dependency)
+    import PIL.Image  # noqa: F401
+except ImportError:
+    backend_test.exclude(r"^test_image_decoder_.*_cpu$")
 _cases = backend_test.enable_report().test_cases
 globals().update({k: v for k, v in _cases.items() if k == "OnnxBackendNodeModelTest"})

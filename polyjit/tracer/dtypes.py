@@ -26,7 +26,8 @@ float8_e4m3fn, float8_e4m3fnuz, float8_e5m2, float8_e5m2fnuz, float8_e8m0fnu, fl
     np.dtype(getattr(ml_dtypes, n)) for n in ("float8_e4m3fn", "float8_e4m3fnuz", "float8_e5m2",
                                               "float8_e5m2fnuz", "float8_e8m0fnu",
                                               "float4_e2m1fn"))
-int4, uint4, int2, uint2 = (np.dtype(getattr(ml_dtypes, n)) for n in ("int4", "uint4", "int2", "uint2"))
+int4, uint4, int2, uint2 = (np.dtype(getattr(ml_dtypes, n))
+                            for n in ("int4", "uint4", "int2", "uint2"))
 STORAGE_ONLY = {float8_e4m3fn: "f8e4m3fn", float8_e4m3fnuz: "f8e4m3fnuz", float8_e5m2: "f8e5m2",
                 float8_e5m2fnuz: "f8e5m2fnuz", float8_e8m0fnu: "f8e8m0fnu",
                 float4_e2m1fn: "f4e2m1fn", int4: "i4", uint4: "u4", int2: "i2", uint2: "u2"}

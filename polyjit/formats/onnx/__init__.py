@@ -33,6 +33,8 @@ def _opsets(model):
 def _is_param(arr: np.ndarray) -> bool:
     """Floating-point initializers are parameters; integer ones only when large (quantized
     weights, tables), since small ones are shapes, axes and indices."""
+    if arr.dtype.kind in "OUS":   # strings are host values, never parameters
+        return False
     if np.issubdtype(arr.dtype, np.floating) or arr.dtype.name == "bfloat16":
         return True
     return arr.size >= 1024

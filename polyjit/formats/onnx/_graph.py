@@ -161,11 +161,17 @@ def needed_static_names(graph) -> set:
     data-dependent output sizes), found by walking back from static operand positions."""
     producers = {o: n for n in graph.node for o in n.output if o}
     need, stack = set(), []
+    # string tensors are host values (see ops/strings.py): always known at trace time
+    stack += [i.name for i in graph.input
+              if i.type.WhichOneof("value") == "tensor_type" and i.type.tensor_type.elem_type == 8]
     for n in graph.node:
         opdef = OPS.get((n.domain or "", n.op_type))
         if opdef is None:
             continue
         pos = range(len(n.input)) if opdef.static == "all" else opdef.static
+        if n.op_type in ("If", "Loop") and not n.domain and (_non_tensor_outputs(n)
+                                                              or _loop_scans(n)):
+            pos = (0,) if n.op_type == "If" else (0, 1)   # structure depends on them
         stack += [n.input[i] for i in pos if i < len(n.input) and n.input[i]]
     while stack:
         name = stack.pop()
@@ -176,6 +182,25 @@ def needed_static_names(graph) -> set:
         if p is not None and p.op_type not in ("Shape", "Size"):
             stack += [i for i in p.input if i] + sorted(captured_names(p))
     return need
+
+
+def _non_tensor_outputs(node) -> bool:
+    """Whether an If/Loop's subgraphs output sequences or optionals: their structure
+    (length, presence) must be fixed at trace time, so the condition / trip count must be
+    known then."""
+    for a in node.attribute:
+        if a.type == 5 and any(o.type.WhichOneof("value") in ("sequence_type", "optional_type")
+                               for o in a.g.output):
+            return True
+    return False
+
+
+def _loop_scans(node) -> bool:
+    """Whether a Loop has scan outputs (whose length its trip count and condition set)."""
+    if node.op_type != "Loop":
+        return False
+    body = next((a.g for a in node.attribute if a.name == "body"), None)
+    return body is not None and len(body.output) - 1 - (len(node.input) - 2) > 0
 
 
 def captured_names(node) -> set:

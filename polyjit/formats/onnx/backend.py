@@ -3,7 +3,10 @@ conformance tests (`onnx.backend.test.BackendTest`) can check it.
 
 Device strings: "CPU" runs on polyjit's default backend; "CPU:numpy" / "CPU:opencl" /
 "CUDA" pick one. Graph inputs that the graph needs at trace time (shape operands, inputs
-of data-dependent-size ops such as NonZero) are baked in as constants per call.
+of data-dependent-size ops such as NonZero and NonMaxSuppression, string tensors, the
+conditions of control flow that yields sequences) are baked in as constants per call.
+Sequence values are lists of arrays and empty optionals None, in and out; a model with
+string outputs (host values) runs eagerly instead of jitted.
 """
 from __future__ import annotations
 
@@ -39,6 +42,9 @@ class PolyjitRep(BackendRep):
         self.static_names = base.metadata["static_inputs_needed"]
         self.input_names = [i.name for i in base.inputs]
         self.base = base if not self.static_names else None
+        # string outputs are host values (ops/strings.py): such a model runs eagerly
+        self.eager = any(o.type.tensor_type.elem_type == onnx.TensorProto.STRING
+                         for o in model.graph.output if o.type.WhichOneof("value") == "tensor_type")
 
     def run(self, inputs, **kwargs):
         if isinstance(inputs, dict):
@@ -50,7 +56,7 @@ class PolyjitRep(BackendRep):
                       if n in self.static_names}
             model = load(self.proto, static_inputs=static)
             inputs = [v for n, v in zip(self.input_names, inputs) if n not in self.static_names]
-        f = jit(model.fn, backend=self.backend_name)
+        f = model.fn if self.eager else jit(model.fn, backend=self.backend_name)
         outs = f(model.params, *inputs)
         outs = [outs] if len(model.outputs) == 1 else list(outs)
         return tuple(_host(o) for o in outs)

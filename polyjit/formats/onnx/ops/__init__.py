@@ -39,4 +39,4 @@ def supported_ops():
     return sorted(f"{d + '::' if d else ''}{n}" for d, n in OPS)
 
 
-from . import elementwise, shape, reduce, nn, control, quant, contrib, misc, rnn, extra, sequence  # noqa: E402,F401
+from . import elementwise, shape, reduce, nn, control, quant, contrib, misc, rnn, extra, sequence, strings  # noqa: E402,F401

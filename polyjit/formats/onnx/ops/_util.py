@@ -76,9 +76,9 @@ def onnx_cast(x, dt, saturate=True, round_mode="up"):
     src = dtype_of(x)
     if dt == src:
         return x
-    if dt.name in _FLOAT8 and saturate and (dtypes.is_float(src) or dtypes.is_storage_only(src)):
-        if dtypes.is_storage_only(src) or src == dtypes.bfloat16:
-            x = cast(x, np.float32)
+    if dt.name in _FLOAT8 and saturate:
+        if not (dtypes.is_float(src) and src != dtypes.bfloat16):
+            x = cast(x, np.float32)      # ints, bool, bfloat16, other storage formats
         big = float(dtypes.finfo(dt).max)
         x = pnp.clip(x, scalar_like(-big, x), scalar_like(big, x))
         return cast(x, dt)

@@ -94,7 +94,7 @@ def _while(ctx, body, M, i, c, vs):
 @op("Scan", fold=False)
 def scan(ctx, *args):
     if ctx.version < 9:
-        raise ctx.fail("Scan before opset 9 (with sequence_lens and a batch axis) is not supported")
+        return _scan8(ctx, *args)
     body = ctx.attr("body")
     n_in = ctx.attr("num_scan_inputs")
     states, xs = list(args[:len(args) - n_in]), list(args[len(args) - n_in:])
@@ -115,3 +115,31 @@ def scan(ctx, *args):
     ys = [lax.rev(y, (0,)) if d else y for y, d in zip(ys, out_dirs)]
     ys = [pnp.moveaxis(y, 0, a if a >= 0 else a + len(shape_of(y))) for y, a in zip(ys, out_axes)]
     return list(final) + ys
+
+
+def _scan8(ctx, seq_lens, *args):
+    """Scan-8: a leading batch axis on every state and scan input (scan axis 1), run as one
+    opset-9 style scan per batch element; sequence_lens must be absent or full length."""
+    body = ctx.attr("body")
+    n_state = len(args) - ctx.attr("num_scan_inputs")
+    states, xs = [pnp.asarray(a) for a in args[:n_state]], [pnp.asarray(a) for a in args[n_state:]]
+    dirs = ctx.attr("directions") or [0] * len(xs)
+    batch = shape_of((states + xs)[0])[0]
+    seq = shape_of(xs[0])[1] if xs else 0
+    if seq_lens is not None:
+        if not _known(seq_lens) or np.any(np.asarray(seq_lens) != seq):
+            raise ctx.fail("Scan-8 with sequence_lens shorter than the sequence (or unknown at "
+                           "trace time) is not supported")
+    finals, outs = [], []
+    for b in range(batch):
+        xb = [lax.rev(x[b], (0,)) if d else x[b] for x, d in zip(xs, dirs)]
+
+        def step(carry, x):
+            o = ctx.run_subgraph(body, list(carry) + list(x))
+            return [_match(nv, ov) for nv, ov in zip(o[:n_state], carry)], \
+                [pnp.asarray(y) for y in o[n_state:]]
+        f, ys = lax.scan(step, [s[b] for s in states], xb)
+        finals.append(f)
+        outs.append(ys)
+    return ([pnp.stack([f[i] for f in finals]) for i in range(n_state)]
+            + [pnp.stack([y[i] for y in outs]) for i in range(len(outs[0]) if outs else 0)])

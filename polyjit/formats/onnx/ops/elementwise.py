@@ -18,7 +18,7 @@ def _simple(name, fn):
 
 for _name, _fn in {
     "Add": pnp.add, "Sub": pnp.subtract, "Mul": pnp.multiply,
-    "Equal": pnp.equal, "Less": pnp.less, "Greater": pnp.greater,
+    "Less": pnp.less, "Greater": pnp.greater,
     "LessOrEqual": pnp.less_equal, "GreaterOrEqual": pnp.greater_equal,
     "And": pnp.logical_and, "Or": pnp.logical_or, "Xor": pnp.logical_xor, "Not": pnp.logical_not,
     "BitwiseAnd": pnp.bitwise_and, "BitwiseOr": pnp.bitwise_or, "BitwiseXor": pnp.bitwise_xor,
