@@ -10,8 +10,12 @@ settings.register_profile("ci", derandomize=True, print_blob=True)
 if os.environ.get("CI"):
     settings.load_profile("ci")
 
-import polyjit as pj
-from polyjit import backends
+# Tests that take no `backend` fixture run on numpy, also on machines with a GPU, where
+# auto-selection would otherwise pick cuda or opencl (POLYJIT_BACKEND still overrides).
+os.environ.setdefault("POLYJIT_BACKEND", "numpy")
+
+import polyjit as pj  # noqa: E402
+from polyjit import backends  # noqa: E402
 
 # Backends CI can run on this machine; each is skipped with the reason when unavailable.
 ALL_BACKENDS = ["numpy", "opencl", "cuda", "webgpu"]
