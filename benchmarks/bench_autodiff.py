@@ -1,5 +1,5 @@
 """One training-step gradient: jit(value_and_grad(loss)) of a 3-layer MLP (batch 256,
-width 1024, float32), polyjit (numpy backend) beside JAX CPU and PyTorch CPU eager.
+width 1024, float32), polyjit (numpy and opencl backends) beside JAX CPU and PyTorch CPU eager.
 
 Run: python -m pytest benchmarks/bench_autodiff.py --benchmark-enable
 """
@@ -59,11 +59,17 @@ def _check(val, gw0):
 
 
 @pytest.mark.benchmark(group="mlp-value-and-grad")
-def test_polyjit_numpy_backend(benchmark):
+@pytest.mark.parametrize("backend", ["numpy", "opencl"])
+def test_polyjit(benchmark, backend):
+    try:
+        pj.backends.get_backend(backend)
+    except Exception as e:
+        pytest.skip(f"backend {backend!r} unavailable: {e}")
     params, x, y = _data()
-    step = pj.jit(pj.value_and_grad(_loss(pnp, pnp.tanh)), backend="numpy")
-    params = pj.tree_util.tree_map(pj.device_put, params)
-    x, y = pj.device_put(x), pj.device_put(y)
+    step = pj.jit(pj.value_and_grad(_loss(pnp, pnp.tanh)), backend=backend)
+    put = lambda a: pj.device_put(a, backend)  # noqa: E731
+    params = pj.tree_util.tree_map(put, params)
+    x, y = put(x), put(y)
     val, grads = step(params, x, y)
     _check(val, grads[0][0])
     benchmark(lambda: np.asarray(step(params, x, y)[0]))

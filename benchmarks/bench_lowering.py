@@ -2,6 +2,12 @@
 
     python -m pytest benchmarks/bench_lowering.py --benchmark-enable
 Groups: a 10-op elementwise chain over 16M float32 and a 1024x1024 float32 matmul.
+
+    python benchmarks/bench_lowering.py [n ...]
+The n x n x n float32 matmul (default 1024) on opencl beside numpy's BLAS, the two
+timed alternately (best of several rounds each, so load from other processes on a
+shared machine hits both alike), GFLOP/s and their ratio printed, the result checked
+against numpy first.
 """
 import numpy as np
 import pytest
@@ -70,3 +76,37 @@ def test_matmul_numpy_itself(benchmark):
     rng = np.random.default_rng(0)
     a, b = (rng.standard_normal((1024, 1024)).astype(np.float32) for _ in range(2))
     benchmark(np.matmul, a, b)
+
+
+def matmul_side_by_side(n=1024, rounds=7):
+    import time
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    be = backends.get_backend("opencl")
+    pa, pb = pj.device_put(a, backend="opencl"), pj.device_put(b, backend="opencl")
+    f = pj.jit(lambda a, b: a @ b, backend="opencl")
+    ref = a.astype(np.float64) @ b
+    got = np.asarray(f(pa, pb))
+    err = float(np.abs(got - ref).max() / np.abs(ref).max())
+    assert err < 1e-5, err
+    (k,) = f.lower(pa, pb).executable.kernels
+    best_pj = best_np = float("inf")
+    for _ in range(rounds):
+        t = time.perf_counter()
+        np.matmul(a, b)
+        best_np = min(best_np, time.perf_counter() - t)
+        t = time.perf_counter()
+        f(pa, pb).block_until_ready()
+        best_pj = min(best_pj, time.perf_counter() - t)
+    gf = lambda s: 2 * n ** 3 / s / 1e9
+    return {"n": n, "device": be.device.name, "tiles": getattr(k, "tiles", None),
+            "max_rel_err": err, "opencl_ms": best_pj * 1e3, "numpy_ms": best_np * 1e3,
+            "opencl_gflops": gf(best_pj), "numpy_gflops": gf(best_np),
+            "ratio_opencl_over_numpy": best_np / best_pj}
+
+
+if __name__ == "__main__":
+    import json
+    import sys
+    for n in [int(x) for x in sys.argv[1:]] or [1024]:
+        print(json.dumps(matmul_side_by_side(n)))

@@ -90,6 +90,29 @@ def _programs():
         "while_body": (_while, (x,)),
         "scan_body": (_scan, (_r(rng, 6, 5, 4),)),
         "cond_body": (_cond, (np.bool_(True), x)),
+        # tiled GEMM kernels (polyjit/lowering/render_cuda.py): FMA tiles with a fused
+        # epilogue, odd sizes, transposed and batched operands; tensor-core tiles for
+        # float16/bfloat16 inputs (vectorised cp.async loads when plain and aligned)
+        "gemm_f32_epilogue": (lambda x, w, b: pnp.maximum(x @ w + b, 0.0),
+                              (_r(rng, 130, 72), _r(rng, 72, 200), _r(rng, 200))),
+        "gemm_f32_odd": (lambda a, b: a @ b, (_r(rng, 131, 67), _r(rng, 67, 93))),
+        "gemm_f32_transposed": (lambda a, b: a.T @ b.T, (_r(rng, 72, 130), _r(rng, 200, 72))),
+        "gemm_f32_a_t": (lambda a, b: a.T @ b, (_r(rng, 72, 132), _r(rng, 72, 96))),
+        "gemm_f32_batched": (lambda a, b: pnp.matmul(a, b), (_r(rng, 3, 64, 48), _r(rng, 3, 48, 40))),
+        "gemm_f16": (lambda a, b, c: a @ b + c, (_r(rng, 96, 80).astype(np.float16),
+                                                 _r(rng, 80, 72).astype(np.float16),
+                                                 _r(rng, 72).astype(np.float16))),
+        "gemm_f16_odd": (lambda a, b: a @ b.T, (_r(rng, 70, 50).astype(np.float16),
+                                                _r(rng, 90, 50).astype(np.float16))),
+        "gemm_bf16": (lambda a, b: pnp.tanh(a @ b), (_r(rng, 3, 64, 96).astype(pnp.bfloat16),
+                                                     _r(rng, 3, 96, 40).astype(pnp.bfloat16))),
+        # convolution as an implicit GEMM (im2col in the B loader), bias + relu fused
+        "gemm_conv": (lambda a, k, b: pnp.maximum(lax.conv_general_dilated(
+            a, k, (1, 1), ((1, 1), (1, 1))) + b.reshape(1, -1, 1, 1), 0.0),
+            (_r(rng, 4, 8, 12, 12), _r(rng, 32, 8, 3, 3), _r(rng, 32))),
+        "gemm_conv_f16_groups": (lambda a, k: lax.conv_general_dilated(
+            a, k, (2, 1), ((1, 1), (0, 2)), rhs_dilation=(1, 2), feature_group_count=2),
+            (_r(rng, 2, 8, 15, 13).astype(np.float16), _r(rng, 32, 4, 3, 2).astype(np.float16))),
     }
 
 
@@ -174,7 +197,10 @@ def cuda():
     return be
 
 
-TOL = {"float16": (2e-3, 2e-3), "bfloat16": (2e-2, 2e-2), "threefry": (1e-5, 1e-5)}
+TOL = {"float16": (2e-3, 2e-3), "bfloat16": (2e-2, 2e-2), "threefry": (1e-5, 1e-5),
+       # half outputs: float32 sums in another order may round to the neighbouring value
+       "gemm_f16": (2e-3, 2e-2), "gemm_f16_odd": (2e-3, 2e-2), "gemm_bf16": (1.6e-2, 2e-2),
+       "gemm_conv_f16_groups": (2e-3, 2e-2)}
 
 
 @pytest.mark.parametrize("name", sorted(PROGRAMS))
@@ -225,3 +251,70 @@ def test_cuda_build_error_names_kernel(cuda):
     with pytest.raises(KernelBuildError) as e:
         cuda.build(src, ["my_broken_kernel"])
     assert "my_broken_kernel" in str(e.value) and "undefined_thing" in str(e.value)
+
+
+# ---------------------------------------------------------------- tiled GEMM kernels
+GEMM_PROGRAMS = sorted(n for n in PROGRAMS if n.startswith("gemm") or n == "float16"
+                       or n == "matmul_bias_relu")
+
+
+@pytest.mark.parametrize("name", GEMM_PROGRAMS)
+def test_gemm_programs_use_the_tiled_kernel(name):
+    f, args = PROGRAMS[name]
+    prog = lower_to_kernels(pj.make_jaxpr(f)(*args))
+    gemms = [k for k in prog.kernels if k.gemm is not None]
+    assert len(gemms) == 1, prog.describe()
+    src = CUDARenderer().program(prog.kernels, [a.dtype for a in prog.slot_avals])
+    t = gemms[0].tiles
+    want = {"float16": "f16", "bfloat16": "bf16"}.get(str(gemms[0].gemm.a.dtype), "simt")
+    assert t["kind"] == want, t
+    if name.startswith(("gemm_f16", "gemm_bf16", "gemm_conv_f16")):
+        assert want != "simt"
+    if want != "simt":
+        assert "mma.sync.aligned.m16n8k16" in src and "ldmatrix" in src
+    assert f"pj_launch {gemms[0].name}" in src
+
+
+@pytest.fixture
+def tf32():
+    old = pj.config.matmul_precision
+    pj.config.matmul_precision = "tf32"
+    yield
+    pj.config.matmul_precision = old
+
+
+TF32_PROGRAMS = {
+    "tf32": (lambda a, b: a @ b, lambda rng: (_r(rng, 256, 128), _r(rng, 128, 192))),
+    "tf32_odd_t": (lambda a, b, c: pnp.maximum(a.T @ b + c, 0.0),
+                   lambda rng: (_r(rng, 67, 131), _r(rng, 67, 93), _r(rng, 93))),
+}
+
+
+def _tf32_case(name):
+    f, make = TF32_PROGRAMS[name]
+    return f, make(np.random.default_rng(3))
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", sorted(TF32_PROGRAMS))
+def test_tf32_kernels_compile_with_nvcc(tf32, name, tmp_path):
+    f, args = _tf32_case(name)
+    prog = lower_to_kernels(pj.make_jaxpr(f)(*args))
+    (k,) = prog.kernels
+    src = CUDARenderer().program(prog.kernels, [a.dtype for a in prog.slot_avals])
+    assert k.tiles["kind"] == "tf32" and "m16n8k8.row.col.f32.tf32" in src
+    cu, ptx = tmp_path / "u.cu", tmp_path / "u.ptx"
+    cu.write_text(src)
+    r = subprocess.run(["nvcc", "-ptx", "-arch=sm_90", *NVCC_FLAGS, str(cu), "-o", str(ptx)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f".entry {k.name}(" in ptx.read_text()
+
+
+@pytest.mark.parametrize("name", sorted(TF32_PROGRAMS))
+def test_tf32_matches_float64(cuda, tf32, name):
+    f, args = _tf32_case(name)
+    got = np.asarray(pj.jit(f, backend="cuda")(*args)).astype(np.float64)
+    ref = np.asarray(pj.jit(f, backend="numpy")(*[a.astype(np.float64) for a in args]))
+    # inputs rounded to 10 mantissa bits: ~1e-3 of the largest value (see test_lowering)
+    assert np.abs(got - ref).max() <= 5e-3 * np.abs(ref).max()

@@ -256,3 +256,158 @@ def test_lower_to_kernels_is_backend_independent(rng):
     prog = lower_to_kernels(closed)
     assert len(prog.kernels) == 1 and prog.kernels[0].source == ""
     assert prog.kernels[0].global_size == 4
+
+
+# ---------------------------------------------------------------- tiled matrix products
+# (shape a, shape b, dot): odd sizes (edge tiles), transposed operands through dimension
+# numbers, batch dims, and a size just under the GEMM threshold (generic path)
+MATMULS = {
+    "square": ((128, 96), (96, 160), lambda a, b: a @ b),
+    "odd": ((131, 67), (67, 93), lambda a, b: a @ b),
+    "a_t": ((67, 131), (67, 93), lambda a, b: a.T @ b),
+    "b_t": ((131, 67), (93, 67), lambda a, b: a @ b.T),
+    "both_t": ((67, 131), (93, 67), lambda a, b: a.T @ b.T),
+    "batched": ((3, 45, 70), (3, 70, 38), lambda a, b: pnp.matmul(a, b)),
+    "batched_bcast_rhs": ((2, 3, 33, 40), (40, 50), lambda a, b: a @ b),
+    "einsum_bkd": ((4, 40, 24), (4, 24, 36), lambda a, b: pj.lax.dot_general(
+        a, b, (((2,), (1,)), ((0,), (0,))))),
+    "k_contig_both": ((70, 96), (50, 96), lambda a, b: pj.lax.dot_general(
+        a, b, (((1,), (1,)), ((), ())))),
+    "tiny": ((5, 7), (7, 3), lambda a, b: a @ b),
+}
+
+
+def _np_dot(name, a, b):
+    sa, sb, f = MATMULS[name]
+    if name == "einsum_bkd":
+        return np.einsum("bmk,bkn->bmn", a, b)
+    if name == "k_contig_both":
+        return a @ b.T
+    return {"a_t": lambda: a.T @ b, "b_t": lambda: a @ b.T, "both_t": lambda: a.T @ b.T
+            }.get(name, lambda: np.matmul(a, b))()
+
+
+def _assert_rel(got, ref, tol):
+    got, ref = np.asarray(got).astype(np.float64), np.asarray(ref, np.float64)
+    assert got.shape == ref.shape
+    err = np.abs(got - ref).max() / max(np.abs(ref).max(), 1e-30)
+    assert err <= tol, err
+
+
+@pytest.mark.parametrize("name", sorted(MATMULS))
+def test_matmul_shapes_vs_float64(cl, rng, name):
+    sa, sb, f = MATMULS[name]
+    a, b = _rand(rng, *sa), _rand(rng, *sb)
+    jf = pj.jit(f)
+    ks = _kernels(jf, a, b)
+    assert len(ks) == 1
+    assert (ks[0].gemm is not None) == (name != "tiny")
+    _assert_rel(jf(a, b), _np_dot(name, a.astype(np.float64), b.astype(np.float64)), 1e-4)
+
+
+@pytest.mark.parametrize("dt", ["float16", "bfloat16"])
+def test_matmul_half_inputs_vs_float64(cl, rng, dt):
+    dtype = np.float16 if dt == "float16" else pnp.bfloat16
+    a, b = _rand(rng, 96, 80).astype(dtype), _rand(rng, 80, 72).astype(dtype)
+    bias = _rand(rng, 72).astype(dtype)
+    f = pj.jit(lambda a, b, c: pnp.maximum(a @ b + c, 0))
+    ks = _kernels(f, a, b, bias)
+    assert len(ks) == 1 and ks[0].gemm is not None
+    got = f(a, b, bias)
+    assert np.asarray(got).dtype == np.dtype(dtype)
+    ref = np.maximum(a.astype(np.float64) @ b.astype(np.float64) + bias.astype(np.float64), 0)
+    # exact products, float32 sums; then the product and the add each round to the
+    # output dtype: a few units of its epsilon (2^-11, 2^-8) relative to the largest value
+    _assert_rel(got, ref, 4e-3 if dt == "float16" else 3e-2)
+
+
+def test_matmul_fused_producer_and_epilogue(cl, rng):
+    x, w, r = _rand(rng, 70, 48), _rand(rng, 48, 66), _rand(rng, 70, 66)
+    f = pj.jit(lambda x, w, r: pnp.tanh(pnp.exp(x * 0.1) @ w) * 2.0 + r)
+    ks = _kernels(f, x, w, r)
+    assert len(ks) == 1 and ks[0].gemm is not None
+    ref = np.tanh(np.exp(x.astype(np.float64) * 0.1) @ w) * 2.0 + r
+    _assert_rel(f(x, w, r), ref, 1e-4)
+
+
+def test_matmul_tf32_precision(cl, rng):
+    a, b = _rand(rng, 200, 300), _rand(rng, 300, 136)
+    ref = a.astype(np.float64) @ b
+    old = pj.config.matmul_precision
+    try:
+        pj.config.matmul_precision = "tf32"
+        f = pj.jit(lambda a, b: a @ b)
+        ks = _kernels(f, a, b)
+        assert ks[0].gemm is not None and ks[0].gemm.precision == "tf32"
+        got = f(a, b)
+    finally:
+        pj.config.matmul_precision = old
+    # tf32 keeps 10 mantissa bits: each input is rounded by up to 2^-11 relative, so each
+    # product by ~2^-10; over K terms of random sign the error grows like sqrt(K) as the
+    # result itself does, leaving ~1e-3 of the largest value. 5e-3 bounds that with room.
+    # (Backends without tensor cores compute exact float32, which passes as well.)
+    _assert_rel(got, ref, 5e-3)
+
+
+def test_matmul_precision_config_is_validated():
+    assert pj.config.matmul_precision == "highest"
+    with pytest.raises(ValueError, match="matmul_precision.*'highest', 'tf32'"):
+        pj.config.matmul_precision = "fast"
+    assert pj.config.matmul_precision == "highest"
+
+
+def test_large_matmul_kernel_is_tiled():
+    a = np.zeros((512, 384), np.float32)
+    prog = lower_to_kernels(pj.make_jaxpr(lambda a, b: a @ b)(a, a.T))
+    (k,) = prog.kernels
+    g = k.gemm
+    assert (g.batch, g.M, g.N, g.K) == (1, 512, 512, 384)
+    assert g.a.plain is not None and g.b.plain is not None
+    assert "gemm" in prog.describe()
+
+
+@pytest.mark.parametrize("tiles", ["gpu", "cpu"])
+@pytest.mark.parametrize("name", ["odd", "a_t", "batched"])
+def test_matmul_other_opencl_tiles_on_any_device(cl, rng, name, tiles, monkeypatch):
+    """The OpenCL tile kinds this device does not get by default, run on it anyway:
+    local-memory tiles of GPUs, and the unpacked CPU variant."""
+    if cl.name == "opencl":
+        from polyjit.lowering import render_opencl
+        choose = render_opencl.gemm_tiles
+        monkeypatch.setattr(render_opencl, "gemm_tiles", lambda spec, dt, cu: (
+            choose(spec, "gpu", cu) if tiles == "gpu" else dict(kind="cpu", RM=4, RN=8, WG=1, KU=4)))
+    sa, sb, f = MATMULS[name]
+    a, b = _rand(rng, *sa), _rand(rng, *sb)
+    jf = pj.jit(f)
+    (k,) = _kernels(jf, a, b)
+    assert k.tiles["kind"] == tiles or cl.name != "opencl"
+    _assert_rel(jf(a, b), _np_dot(name, a.astype(np.float64), b.astype(np.float64)), 1e-4)
+
+
+# ---------------------------------------------------------------- convolution as implicit GEMM
+CONVS = {
+    "basic": ((4, 8, 12, 12), (32, 8, 3, 3), dict(window_strides=(1, 1), padding=((1, 1), (1, 1)))),
+    "stride_rhs_dilation": ((2, 6, 15, 13), (24, 6, 3, 2), dict(
+        window_strides=(2, 1), padding=((2, 1), (0, 2)), rhs_dilation=(1, 2))),
+    "lhs_dilation": ((2, 4, 7, 7), (16, 4, 3, 3), dict(
+        window_strides=(1, 1), padding=((1, 1), (1, 1)), lhs_dilation=(2, 2))),
+    "groups": ((2, 8, 10, 10), (32, 4, 3, 3), dict(
+        window_strides=(1, 1), padding=((1, 1), (1, 1)), feature_group_count=2)),
+    "conv1d": ((3, 16, 40), (32, 16, 5), dict(window_strides=(1,), padding=((2, 2),))),
+}
+
+
+@pytest.mark.parametrize("name", sorted(CONVS))
+def test_conv_implicit_gemm_with_epilogue_vs_float64(cl, rng, name):
+    xs, ws, kw = CONVS[name]
+    x, w, b = _rand(rng, *xs), _rand(rng, *ws), _rand(rng, ws[0])
+
+    def f(x, w, b):
+        y = pj.lax.conv_general_dilated(x, w, **kw)
+        return pnp.maximum(y + b.reshape((1, -1) + (1,) * (x.ndim - 2)), 0.0)
+
+    jf = pj.jit(f)
+    ks = _kernels(jf, x, w, b)
+    assert len(ks) == 1 and ks[0].gemm is not None      # conv, bias and relu: one GEMM
+    ref = np.asarray(pj.jit(f, backend="numpy")(*(a.astype(np.float64) for a in (x, w, b))))
+    _assert_rel(jf(x, w, b), ref, 1e-4)

@@ -6,12 +6,26 @@ block to values of different dtypes; program driving is shared (compiled.py).
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..lowering.render_cuda import NVRTC_OPTIONS, CUDARenderer
 from .compiled import CompiledBackend, KernelBuildError, disk_cached
 
 BLOCK = 256
+# GEMM kernels carry their launch shape in the source: grid x, y, z, block size and
+# dynamic shared memory bytes
+_LAUNCH_NOTE = re.compile(r"/\* pj_launch (\w+) (\d+) (\d+) (\d+) (\d+) (\d+) \*/")
+_MAX_DYNAMIC_SHARED = 8     # CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES
+
+
+class _ShapedKernel:
+    """A kernel launched on its own grid (GEMM tiles), not the flat default."""
+    __slots__ = ("fn", "grid", "block", "smem")
+
+    def __init__(self, fn, grid, block, smem):
+        self.fn, self.grid, self.block, self.smem = fn, grid, block, smem
 
 
 class CUDAUnavailable(RuntimeError):
@@ -54,6 +68,10 @@ class CUDABackend(CompiledBackend):
         self.device_key = f"cuda|{name}|{self.arch}|nvrtc{nvrtc}|{' '.join(self.options)}"
         self.renderer = CUDARenderer()
         self.generic_renderer = CUDARenderer(generic_shapes=True)
+        for r in (self.renderer, self.generic_renderer):     # GEMM tile choice
+            r.sms = int(props["multiProcessorCount"])
+            r.tensor_cores = int(self.cc) >= 80      # mma.sync bf16/tf32, cp.async, ldmatrix
+        self._notes = {}
         self._init_common()
 
     # ------------------------------------------------------------ memory
@@ -87,6 +105,11 @@ class CUDABackend(CompiledBackend):
                 dst.mem.data[dst_off:dst_off + n] = src.mem.data[src_off:src_off + n]
 
     # ------------------------------------------------------------ programs
+    def compile(self, closed):
+        """A jitted program, replayed as one CUDA graph where it can be (cuda_graphs.py)."""
+        from .cuda_graphs import GraphExecutable
+        return GraphExecutable(super().compile(closed))
+
     def build(self, source, kernel_names):
         """A loaded cupy Module for `source`, from memory, disk, or NVRTC."""
         mod = self._programs.get(source)
@@ -94,6 +117,10 @@ class CUDABackend(CompiledBackend):
             mod = self._programs[source] = disk_cached(
                 self.device_key + "\0" + source, ".cubin", self._load_cubin,
                 lambda: self._compile_source(source, kernel_names))
+            notes = {m.group(1): (tuple(map(int, m.group(2, 3, 4))), int(m.group(5)), int(m.group(6)))
+                     for m in _LAUNCH_NOTE.finditer(source)}
+            if notes:
+                self._notes[id(mod)] = (mod, notes)
         return mod
 
     def _load_cubin(self, binary):
@@ -117,8 +144,20 @@ class CUDABackend(CompiledBackend):
         return self._load_cubin(cubin), cubin
 
     def get_kernel(self, module, name):
-        return module.get_function(name)
+        fn = module.get_function(name)
+        note = self._notes.get(id(module), (None, {}))[1].get(name)
+        if note is None:
+            return fn
+        if note[2] > 48 * 1024:     # beyond the default: opt in to more shared memory
+            with self.device:
+                self.cp.cuda.driver.funcSetAttribute(fn.ptr, _MAX_DYNAMIC_SHARED, note[2])
+        return _ShapedKernel(fn, *note)
 
     def launch(self, knl, args, n):
+        if isinstance(knl, _ShapedKernel):
+            with self.device:
+                knl.fn(knl.grid, (knl.block,), tuple(args), stream=self.stream,
+                       shared_mem=knl.smem)
+            return
         with self.device:
             knl((-(-n // BLOCK),), (BLOCK,), tuple(args), stream=self.stream)

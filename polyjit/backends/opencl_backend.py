@@ -7,6 +7,8 @@ are cached in memory and on disk (keyed by source and device) under $POLYJIT_CAC
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..lowering.render_opencl import OpenCLRenderer
@@ -18,6 +20,22 @@ __all__ = ["OpenCLBackend", "OpenCLUnavailable", "KernelBuildError", "Float64Uns
 
 WORK_GROUP = 64
 CLBuffer = Buffer      # the name earlier code used
+# GEMM kernels carry their launch shape in the source: global and local sizes, 3-D
+_LAUNCH_NOTE = re.compile(r"/\* pj_launch (\w+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) \*/")
+
+
+def launch_notes(source):
+    """{kernel name: (global size, local size)} for kernels with an explicit launch shape."""
+    return {m.group(1): (tuple(map(int, m.group(2, 3, 4))), tuple(map(int, m.group(5, 6, 7))))
+            for m in _LAUNCH_NOTE.finditer(source)}
+
+
+class _ShapedKernel:
+    """A kernel launched over its own N-D range (GEMM tiles), not the flat default."""
+    __slots__ = ("knl", "global_size", "local_size")
+
+    def __init__(self, knl, global_size, local_size):
+        self.knl, self.global_size, self.local_size = knl, global_size, local_size
 
 
 class OpenCLUnavailable(RuntimeError):
@@ -51,6 +69,10 @@ class OpenCLBackend(CompiledBackend):
                           "(cl_khr_fp64); use float32, or the numpy backend")
         self.renderer = OpenCLRenderer(fp64=self.fp64)
         self.generic_renderer = OpenCLRenderer(fp64=self.fp64, generic_shapes=True)
+        for r in (self.renderer, self.generic_renderer):     # GEMM tile choice
+            r.device_type = self.platform
+            r.compute_units = int(self.device.max_compute_units)
+        self._notes = {}
         self.device_key = f"{self.device.platform.name}|{self.device.name}|{self.device.driver_version}"
         self._init_common()
 
@@ -93,6 +115,9 @@ class OpenCLBackend(CompiledBackend):
                 return p, p.get_info(self.cl.program_info.BINARIES)[0]
             prg = self._programs[source] = disk_cached(self.device_key + "\0" + source, ".bin",
                                                        load, compile_)
+            notes = launch_notes(source)
+            if notes:
+                self._notes[id(prg)] = (prg, notes)
         return prg
 
     def _compile_source(self, source, kernel_names):
@@ -104,9 +129,15 @@ class OpenCLBackend(CompiledBackend):
                                    f"{self.device.name}:\n{e}\n--- source ---\n{source}") from None
 
     def get_kernel(self, program, name):
-        return self.cl.Kernel(program, name)
+        knl = self.cl.Kernel(program, name)
+        note = self._notes.get(id(program), (None, {}))[1].get(name)
+        return knl if note is None else _ShapedKernel(knl, *note)
 
     def launch(self, knl, args, n):
+        if isinstance(knl, _ShapedKernel):
+            knl.knl.set_args(*args)
+            self.cl.enqueue_nd_range_kernel(self.queue, knl.knl, knl.global_size, knl.local_size)
+            return
         knl.set_args(*args)
         # a fixed work-group size: PoCL specialises each kernel per group size, so a
         # varying one would recompile for every new array size

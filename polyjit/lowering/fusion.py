@@ -13,6 +13,12 @@ outputs, a fixpoint adds values to the materialized set until
 
 Softmax thus becomes one kernel (one work item per row: max, sum, then the row loop),
 layernorm too, and `relu(x @ w + b)` is one kernel whose reduction is the matmul.
+
+A kernel whose only reduction is a dot_general (or a conv_general_dilated, as an
+implicit GEMM) at the kernel's own output index, big enough, also gets a GemmSpec
+(`plan_gemm`): the product as C[b, m, n] = epilogue(sum_k A(b, m, k) B(b, k, n)) with A,
+B and the epilogue as expressions, which renderers with a GEMM path turn into tiled
+kernels; the kernel's plain loop nest stays valid for the others.
 """
 from __future__ import annotations
 
@@ -209,25 +215,52 @@ def plan_gemm(defs, slots, root, precision="highest"):
         return None
     dot = b.owner[reds[0]]
     eqn = defs[dot][0]
-    if eqn.prim is not P.dot_general_p or dot.aval.shape != root.aval.shape:
+    if eqn.prim not in (P.dot_general_p, P.conv_general_dilated_p) or dot.aval.shape != root.aval.shape:
         return None
     lhs, rhs = eqn.inputs
     if isinstance(lhs, Literal) or isinstance(rhs, Literal):
         return None
-    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     acc = _acc_dtype(lhs.aval.dtype, eqn.params.get("preferred_element_type"))
     ok = _gemm_dtypes()
     if acc != np.float32 or lhs.aval.dtype not in ok or rhs.aval.dtype not in ok:
         return None
+    g = Builder(defs, slots)
+    plan = (_dot_as_gemm if eqn.prim is P.dot_general_p else _conv_as_gemm)(g, eqn)
+    if plan is None:
+        return None
+    (Bt, M, N, K), (bv, mv, nv, kv), a_expr, b_expr, out_idx = plan
+    if (min(M, N) < GEMM_MIN_DIM or K < GEMM_MIN_DIM // 2 or 2 * Bt * M * N * K < GEMM_MIN_FLOPS
+            or max(Bt * M * N, Bt * M * K, Bt * K * N, lhs.aval.size, rhs.aval.size,
+                   root.aval.size) > _INT32_MAX):
+        return None
+    if a_expr.has_reduce or b_expr.has_reduce:
+        return None
+    accn = ir.gemm_acc(acc)
+    g.memo[(dot, out_idx)] = ir.alu("cast", dot.aval.dtype, accn)
+    epi = g.build_root(root, out_idx)
+    if epi.has_reduce or accn not in walk([epi]):
+        return None
+    store = ir.Store(slots[root], ir.flatten(out_idx, root.aval.shape), epi)
+    return ir.GemmSpec(Bt, M, N, K, bv, mv, nv, kv, _operand(a_expr, (bv, mv, kv)),
+                       _operand(b_expr, (bv, kv, nv)), accn, acc, [store], precision)
+
+
+def _gemm_vars(Bt, M, N, K):
+    return tuple(ir.loop_var(n, p) for n, p in ((Bt, "b"), (M, "m"), (N, "n"), (K, "k")))
+
+
+def _dot_as_gemm(g, eqn):
+    """dot_general: batch dims -> b, lhs free -> m, rhs free -> n, contracted -> k."""
+    lhs, rhs = eqn.inputs
+    (lc, rc), (lb, rb) = eqn.params["dimension_numbers"]
     ls, rs = lhs.aval.shape, rhs.aval.shape
     lf = [i for i in range(len(ls)) if i not in lc and i not in lb]
     rf = [i for i in range(len(rs)) if i not in rc and i not in rb]
     prod = lambda dims, shape: int(np.prod([shape[i] for i in dims], dtype=np.int64))
-    Bt, M, N, K = prod(lb, ls), prod(lf, ls), prod(rf, rs), prod(lc, ls)
-    if (min(M, N) < GEMM_MIN_DIM or K < GEMM_MIN_DIM // 2 or 2 * Bt * M * N * K < GEMM_MIN_FLOPS
-            or max(Bt * M * N, Bt * M * K, Bt * K * N, lhs.aval.size, rhs.aval.size) > _INT32_MAX):
+    sizes = Bt, M, N, K = prod(lb, ls), prod(lf, ls), prod(rf, rs), prod(lc, ls)
+    if min(sizes) < 1:
         return None
-    bv, mv, nv, kv = (ir.loop_var(n, p) for n, p in ((Bt, "b"), (M, "m"), (N, "n"), (K, "k")))
+    vs = bv, mv, nv, kv = _gemm_vars(*sizes)
     bi = ir.unflatten(bv, [ls[i] for i in lb])
     mi = ir.unflatten(mv, [ls[i] for i in lf])
     ni = ir.unflatten(nv, [rs[i] for i in rf])
@@ -241,19 +274,43 @@ def plan_gemm(defs, slots, root, precision="highest"):
         ri[a] = ni[j]
     for j, (a, c) in enumerate(zip(lc, rc)):
         li[a] = ri[c] = ki[j]
-    g = Builder(defs, slots)
-    a_expr, b_expr = g.value(lhs, tuple(li)), g.value(rhs, tuple(ri))
-    if a_expr.has_reduce or b_expr.has_reduce:
+    return (sizes, vs, g.value(lhs, tuple(li)), g.value(rhs, tuple(ri)),
+            tuple(bi) + tuple(mi) + tuple(ni))
+
+
+def _conv_as_gemm(g, eqn):
+    """conv_general_dilated (NCHW-style, batch_group_count 1) as an implicit GEMM per
+    feature group b: C[m = output channel in the group, n = (image, output position)]
+    = sum over k = (input channel, window offset) of W[m, k] * X(k, n), where X reads the
+    input through the padding/stride/dilation arithmetic of exprs._conv (zero outside)."""
+    from .exprs import _all, _dilated_source
+    lhs, rhs = eqn.inputs
+    p = eqn.params
+    gc, bg = p.get("feature_group_count", 1), p.get("batch_group_count", 1)
+    if bg != 1:
         return None
-    out_idx = tuple(bi) + tuple(mi) + tuple(ni)
-    accn = ir.gemm_acc(acc)
-    g.memo[(dot, out_idx)] = ir.alu("cast", dot.aval.dtype, accn)
-    epi = g.build_root(root, out_idx)
-    if epi.has_reduce or accn not in walk([epi]):
+    Nb, C, *S = lhs.aval.shape
+    O, I, *Kw = rhs.aval.shape
+    P_ = eqn.outputs[0].aval.shape[2:]
+    og = O // gc
+    KK = int(np.prod(Kw, dtype=np.int64))
+    sizes = (gc, og, Nb * int(np.prod(P_, dtype=np.int64)), I * KK)
+    if min(sizes) < 1:
         return None
-    store = ir.Store(slots[root], ir.flatten(out_idx, root.aval.shape), epi)
-    return ir.GemmSpec(Bt, M, N, K, bv, mv, nv, kv, _operand(a_expr, (bv, mv, kv)),
-                       _operand(b_expr, (bv, kv, nv)), accn, acc, [store], precision)
+    vs = bv, mv, nv, kv = _gemm_vars(*sizes)
+    ci, *ks = ir.unflatten(kv, (I,) + tuple(Kw))
+    nb, *pos = ir.unflatten(nv, (Nb,) + tuple(P_))
+    oc = ir.iadd(ir.imul(bv, og), mv)
+    w = g.value(rhs, (oc, ci) + tuple(ks))
+    valid, src = [], []
+    for q, kvv, s, st, (lo, _), ld, rd in zip(pos, ks, S, p["window_strides"], p["padding"],
+                                               p["lhs_dilation"], p["rhs_dilation"]):
+        v, si = _dilated_source(ir.iadd(ir.imul(q, st), ir.imul(kvv, rd), -lo), s, ld)
+        valid.append(v)
+        src.append(si)
+    x = g.value(lhs, (nb, ir.iadd(ir.imul(bv, I), ci)) + tuple(src))
+    x = ir.alu("where", x.dtype, _all(valid), x, ir.const(0, x.dtype))
+    return sizes, vs, w, x, (nb, oc) + tuple(pos)
 
 
 def _operand(e, vars_):

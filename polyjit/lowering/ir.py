@@ -10,6 +10,8 @@ Node kinds (`op`):
   load    arg = buffer slot, args = (flat index,)     one element of an input buffer
   alu     arg = operation name, args = operands       see ALU_OPS; dtype is the result's
   reduce  arg = (kind, loop vars), args = (body,)     fold body over the loop vars
+  gemm_acc  arg = "acc"                             a GEMM's finished dot product, inside
+                                                    its epilogue (see GemmSpec)
 Index arithmetic goes through `iadd/imul/idiv/imod`, which fold constants and use value
 bounds to cancel `(i*n + j) // n` into `i`, so movement ops leave little residue.
 """
@@ -329,7 +331,7 @@ class GemmOperand:
 
     def contiguous(self, axis):
         """Is the operand a plain load whose `axis` (1 rows, 2 cols) has stride 1?"""
-        return self.plain is not None and self.plain[2 + axis - 1] == 1
+        return self.plain is not None and self.plain[2 + axis] == 1
 
 
 @dataclass

@@ -390,6 +390,8 @@ class CRenderer:
 
     def render(self, kernel: ir.Kernel, arg_dtypes) -> str:
         """Source of one kernel; `arg_dtypes[slot]` gives each buffer's dtype."""
+        if kernel.gemm is not None and hasattr(self, "_render_gemm"):
+            return self._render_gemm(kernel, arg_dtypes)
         stmts, g = linearize(kernel)
         self.shape_values = []
         names = {a.slot: f"b{a.slot}" for a in kernel.args}
@@ -460,3 +462,61 @@ class CRenderer:
         if any(n in body for n in F64_HELPER_NAMES + ("double",)):
             head.append(self.PRELUDE_F64)
         return "".join(head) + body
+
+
+# ---------------------------------------------------------------- matrix products
+class GemmRendering:
+    """What the dialects' tiled GEMM templates share (mixed into CRenderer subclasses
+    that define `render_gemm(kernel, spec, params, names, arg_dtypes)`): the operand
+    loaders and the epilogue as inline functions rendered from the kernel IR, so any
+    fused producer or elementwise epilogue works, and strided fast paths for operands
+    that are plain loads."""
+
+    def _render_gemm(self, kernel, arg_dtypes):
+        spec = kernel.gemm
+        generic, self.generic = self.generic, False    # GEMM sources are shape-specialised
+        try:
+            self.shape_values = []
+            params = self.kernel_params(kernel, arg_dtypes)
+            params.append(f"const {self.INDEX_T} n_work")
+            if generic:
+                params.append(self.buffer_param("shp", ir.INDEX, False))
+            kernel.shape_args = []
+            names = {a.slot: f"b{a.slot}" for a in kernel.args}
+            helpers = self._gemm_helpers(kernel, spec, params, names)
+            body = self.render_gemm(kernel, spec, params, names, arg_dtypes)
+        finally:
+            self.generic = generic
+        return helpers + "\n" + body
+
+    def _gemm_fn(self, spec, roots, var_names, names, stores=()):
+        from .linearize import Linearizer, _Block
+        lin = Linearizer()
+        lin.blocks = [_Block(None)]
+        lin.var_names.update(var_names)
+        lin.blocks[0].memo[spec.acc] = "acc"
+        outs = [lin.emit(e) for e in roots]
+        for st in stores:
+            idx, val = lin.emit(st.index), lin.emit(st.value)
+            lin.blocks[0].stmts.append(("store", st.slot, st.value.dtype, idx, val))
+        return self._stmts(lin.blocks[0].stmts, [], names, 1), outs
+
+    def _gemm_helpers(self, kernel, spec, params, names):
+        I = self.INDEX_T
+        buf = ", ".join(params[:len(kernel.args)])
+        nm = kernel.name
+        out = []
+        for which, op, vs in (("a", spec.a, (spec.bv, spec.mv, spec.kv)),
+                              ("b", spec.b, (spec.bv, spec.kv, spec.nv))):
+            lines, (v,) = self._gemm_fn(spec, [op.expr], dict(zip(vs, ("gb", "gi", "gj"))), names)
+            out.append(f"{self.GEMM_INLINE} float pj_g{which}_{nm}({buf}, {I} gb, {I} gi, {I} gj) {{")
+            out += lines + [f"  return (float){v};", "}"]
+        lines, _ = self._gemm_fn(spec, [], dict(zip((spec.bv, spec.mv, spec.nv), ("gb", "gi", "gj"))),
+                                 names, spec.stores)
+        out.append(f"{self.GEMM_INLINE} void pj_ge_{nm}({buf}, {I} gb, {I} gi, {I} gj, float acc) {{")
+        out += lines + ["}"]
+        return "\n".join(out)
+
+    @staticmethod
+    def gemm_call(kernel, which, args, bufs):
+        return f"pj_g{which}_{kernel.name}({bufs}, {args})"

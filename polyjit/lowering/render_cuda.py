@@ -6,13 +6,20 @@ No headers are included (NVRTC has none by default): float16 conversions are inl
 macros are defined here. Sources are compiled with `--fmad=false` (the counterpart of
 OpenCL's FP_CONTRACT OFF) so a fused chain rounds like the same ops run one by one.
 int64 is `long long`, so the source means the same on every host ABI.
+
+Matrix products (kernels with a GemmSpec) get tiled kernels: float32 on CUDA cores
+(shared-memory double buffering, register blocking, float4 loads, explicit FMAs since
+--fmad=false), and on tensor cores with `mma.sync` (m16n8k16 float16/bfloat16, m16n8k8
+tf32 under pj.config.matmul_precision = "tf32"; float32 accumulation) fed by a
+multi-stage cp.async pipeline and ldmatrix. Tile shapes are chosen per problem size and
+SM count (gemm_tiles); the launch shape travels in a `pj_launch` comment in the source.
 """
 from __future__ import annotations
 
 import numpy as np
 
-from .render_c import (BF16, F16, SHARED_F64, SHARED_HELPERS, CRenderer, spell,
-                       split_helpers)
+from .render_c import (BF16, F16, SHARED_F64, SHARED_HELPERS, CRenderer, GemmRendering,
+                       spell, split_helpers)
 
 CTYPE = {np.dtype(k): v for k, v in {
     np.bool_: "uchar", np.int8: "schar", np.uint8: "uchar", np.int16: "short",
@@ -71,13 +78,367 @@ for _t in (np.int8, np.uint8, np.int16, np.uint16, np.int32, np.uint32, np.int64
     _SAT[np.dtype(_t)] = (_i.min, _i.max)
 
 
-class CUDARenderer(CRenderer):
+F32 = np.dtype(np.float32)
+
+# Tile shapes, largest first: (BM, BN, BK, TM, TN) for the FMA kernel (threads =
+# BM/TM * BN/TN), (BM, BN, BK, warps along m, warps along n) for the tensor-core one.
+SIMT_TILES = ((128, 128, 8, 8, 8), (128, 64, 8, 8, 4), (64, 64, 8, 4, 4), (32, 32, 8, 4, 4))
+# tensor-core tiles: (BM, BN, BK, warps along m, warps along n, pipeline stages)
+# (measured on the H100 at 4096^3 and 8192^3; see benchmarks/bench_cuda.py)
+MMA_TILES = {"f16": ((128, 256, 64, 2, 4, 3), (128, 128, 32, 2, 4, 4), (64, 64, 32, 2, 2, 3)),
+             "tf32": ((128, 256, 32, 2, 4, 3), (128, 128, 16, 2, 4, 4), (64, 64, 16, 2, 2, 3))}
+
+
+def mma_kind(spec):
+    """"f16", "bf16" or "tf32" when the product runs on tensor cores, else None."""
+    a, b = spec.a.dtype, spec.b.dtype
+    if a == b == F16:
+        return "f16"
+    if a == b == BF16:
+        return "bf16"
+    if a == b == F32 and spec.precision == "tf32":
+        return "tf32"
+    return None
+
+
+def gemm_tiles(spec, sms=132, tensor_cores=True):
+    """The largest tile that still gives every SM a block (for wave quantisation a tile
+    that leaves SMs idle loses to a smaller one), else the smallest."""
+    kind = mma_kind(spec) if tensor_cores else None
+    cands = SIMT_TILES if kind is None else MMA_TILES["tf32" if kind == "tf32" else "f16"]
+    if kind is not None:
+        e = 4 if kind == "tf32" else 8      # elements per 16-byte copy
+        if not (_vec_ok(spec.a, 2, spec.K, e) and _vec_ok(spec.b, 2, spec.N, e)):
+            # element-wise tile loads (fused producers, strided operands): more threads
+            # per tile and fewer accumulators, or the loads' registers spill
+            cands = ((128, 128, 2 * e, 2, 4, 3), (64, 64, 2 * e, 2, 2, 3))
+    for t in cands:
+        blocks = -(-spec.M // t[0]) * -(-spec.N // t[1]) * spec.batch
+        if blocks >= sms:
+            break
+    if kind is None:
+        return dict(kind="simt", BM=t[0], BN=t[1], BK=t[2], TM=t[3], TN=t[4])
+    return dict(kind=kind, BM=t[0], BN=t[1], BK=t[2], WM=t[3], WN=t[4], S=t[5])
+
+
+GEMM_ASM = r"""
+__device__ inline unsigned pj_smem(const void* p) { unsigned a; asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p)); return a; }
+__device__ inline void pj_cp16(void* dst, const void* src, bool ok) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(pj_smem(dst)), "l"(src), "r"(ok ? 16 : 0)); }
+__device__ inline void pj_cp_commit() { asm volatile("cp.async.commit_group;"); }
+__device__ inline void pj_cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
+__device__ inline void pj_cp_wait2() { asm volatile("cp.async.wait_group 2;" ::: "memory"); }
+__device__ inline void pj_ldsm4(unsigned* r, const void* p) { asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(pj_smem(p))); }
+__device__ inline void pj_ldsm4t(unsigned* r, const void* p) { asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(pj_smem(p))); }
+__device__ inline void pj_ldsm4a(unsigned* r, unsigned a) { asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a)); }
+__device__ inline void pj_ldsm4ta(unsigned* r, unsigned a) { asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0,%1,%2,%3}, [%4];" : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3]) : "r"(a)); }
+__device__ inline unsigned pj_tf32(float x) { unsigned r; asm("cvt.rna.tf32.f32 %0, %1;" : "=r"(r) : "f"(x)); return r; }
+__device__ inline void pj_mma_f16(float* c, const unsigned* a, const unsigned* b) { asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
+__device__ inline void pj_mma_bf16(float* c, const unsigned* a, const unsigned* b) { asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
+__device__ inline void pj_mma_tf32(float* c, const unsigned* a, const unsigned* b) { asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
+"""
+PRELUDE_PARTS = PRELUDE_PARTS + split_helpers(GEMM_ASM, "__device__ inline")
+
+
+def _vec_ok(op, axis, extent, width):
+    """Can `op` be read `width` elements at a time along `axis` (1 rows, 2 cols) with
+    aligned vector loads? (plain load, unit stride there, every other stride and the
+    offset and the extent multiples of width)"""
+    if op.plain is None or not op.contiguous(axis):
+        return False
+    _, off, sb, s1, s2 = op.plain
+    other = s2 if axis == 1 else s1
+    return all(v % width == 0 for v in (off, sb, other, extent))
+
+
+class CUDARenderer(CRenderer, GemmRendering):
     LANG = "CUDA"
     CTYPE, BUFTYPE = CTYPE, BUFTYPE
     INDEX_T = "llong"
     SUFFIX_I, SUFFIX_U = "LL", "ULL"
     helper_parts = PRELUDE_PARTS
     PRELUDE_BASE, PRELUDE_F64 = PRELUDE_BASE, PRELUDE_F64
+    GEMM_INLINE = "__device__ __forceinline__"
+    sms = 132      # the backend sets the device's multiprocessor count (tile choice)
+    tensor_cores = True     # and whether mma.sync/cp.async/ldmatrix exist (sm_80+)
+
+    # ------------------------------------------------------------ GEMM
+    def render_gemm(self, kernel, spec, params, names, arg_dtypes):
+        t = gemm_tiles(spec, self.sms, self.tensor_cores)
+        kernel.tiles = t
+        smem = 0       # dynamic shared memory bytes
+        if t["kind"] == "simt":
+            lines, grid, block = self._gemm_simt(kernel, spec, t, names)
+        else:
+            lines, grid, block, smem = self._gemm_mma(kernel, spec, t, names)
+        kernel.launch_geometry = (grid, block, smem)
+        note = f"/* pj_launch {kernel.name} {grid[0]} {grid[1]} {grid[2]} {block} {smem} */"
+        head = (f'{note}\nextern "C" __global__ void __launch_bounds__({block}) '
+                f'{kernel.name}({", ".join(params)}) {{')
+        return "\n".join([head] + lines + ["}"])
+
+    @staticmethod
+    def _block_origin(spec, BM, BN, group=8):
+        """Lines setting bm, bn from a 1-D grid walked in groups of `group` tile rows, so
+        blocks running together share A rows and B columns in L2; and the grid."""
+        nm, nn = -(-spec.M // BM), -(-spec.N // BN)
+        lines = [f"  const int pid = blockIdx.x, grp = pid / {group * nn};",
+                 f"  const int gsz = min({nm} - grp * {group}, {group}), rem = pid % {group * nn};",
+                 f"  const int bm = (grp * {group} + rem % gsz) * {BM}, bn = (rem / gsz) * {BN};"]
+        return lines, (nm * nn, 1, spec.batch)
+
+    def _operand_base(self, op, names):
+        slot, off, sb, _, _ = op.plain
+        return f"({names[slot]} + {off} + gb * {sb}LL)"
+
+    def _gemm_simt(self, kernel, spec, t, names):
+        BM, BN, BK, TM, TN = (t[k] for k in ("BM", "BN", "BK", "TM", "TN"))
+        M, N, K = spec.M, spec.N, spec.K
+        LX, LY = BN // TN, BM // TM
+        NT = LX * LY
+        KT = -(-K // BK)
+        bufs = ", ".join(names[a.slot] for a in kernel.args)
+        a, b = spec.a, spec.b
+        f32a, f32b = a.dtype == F32, b.dtype == F32
+        amode = ("kvec" if f32a and _vec_ok(a, 2, K, 4) else
+                 "mvec" if f32a and _vec_ok(a, 1, M, 4) else "scalar")
+        bmode = ("nvec" if f32b and _vec_ok(b, 2, N, 4) else
+                 "kvec" if f32b and _vec_ok(b, 1, K, 4) else "scalar")
+        L = [f"  __shared__ __align__(16) float As[2][{BK}][{BM}];",
+             f"  __shared__ __align__(16) float Bs[2][{BK}][{BN}];",
+             f"  const int tid = threadIdx.x, tx = tid % {LX}, ty = tid / {LX};",
+             *self._block_origin(spec, BM, BN)[0],
+             "  const llong gb = blockIdx.z;",
+             f"  float c[{TM}][{TN}];",
+             f"  #pragma unroll\n  for (int i = 0; i < {TM}; i++)\n  #pragma unroll\n"
+             f"  for (int j = 0; j < {TN}; j++) c[i][j] = 0.0f;"]
+        load, store = [], []      # global -> registers, registers -> shared (stage s)
+
+        def plan(which, mode, rows, cols, rowext, colext):
+            # `rows` x `cols` tile (A: BM x BK as m, k; B: BK x BN as k, n)
+            vec = mode != "scalar"
+            n = rows * cols // (4 if vec else 1)
+            per = -(-n // NT)
+            regt = "float4" if vec else "float"
+            L.append(f"  {regt} r{which}[{per}];")
+            op = a if which == "a" else b
+            base = self._operand_base(op, names) if op.plain is not None else None
+            for q in range(per):
+                guard = f"if ({q * NT} + tid < {n}) " if (q + 1) * NT > n else ""
+                cidx = f"({q * NT} + tid)"
+                if which == "a":
+                    if mode == "kvec":
+                        r, cc = f"{cidx} / {BK // 4}", f"({cidx} % {BK // 4}) * 4"
+                    elif mode == "mvec":
+                        cc, r = f"{cidx} / {BM // 4}", f"({cidx} % {BM // 4}) * 4"
+                    elif a.plain is None or a.contiguous(2):
+                        r, cc = f"{cidx} / {BK}", f"{cidx} % {BK}"
+                    else:
+                        cc, r = f"{cidx} / {BM}", f"{cidx} % {BM}"
+                    gi, gj = f"bm + {r}", f"k0 + {cc}"
+                else:
+                    if mode == "nvec":
+                        r, cc = f"{cidx} / {BN // 4}", f"({cidx} % {BN // 4}) * 4"
+                    elif mode == "kvec":
+                        cc, r = f"{cidx} / {BK // 4}", f"({cidx} % {BK // 4}) * 4"
+                    elif b.plain is None or b.contiguous(2):
+                        r, cc = f"{cidx} / {BN}", f"{cidx} % {BN}"
+                    else:
+                        cc, r = f"{cidx} / {BK}", f"{cidx} % {BK}"
+                    gi, gj = f"k0 + {r}", f"bn + {cc}"
+                ext_i, ext_j = rowext, colext
+                ok = f"({gi}) < {ext_i} && ({gj}) < {ext_j}"
+                if vec:
+                    _, _, _, s1, s2 = op.plain
+                    src = f"*(const float4*)({base} + (llong)({gi}) * {s1} + (llong)({gj}) * {s2})"
+                    load.append(f"    {guard}{{ r{which}[{q}] = ({ok}) ? {src} : make_float4(0.f, 0.f, 0.f, 0.f); }}")
+                else:
+                    call = self.gemm_call(kernel, which, f"gb, {gi}, {gj}", bufs)
+                    load.append(f"    {guard}{{ r{which}[{q}] = ({ok}) ? {call} : 0.0f; }}")
+                # shared layout: As[k][m], Bs[k][n]
+                if which == "a":
+                    kk, mm = cc, r
+                    if mode == "kvec":
+                        st = " ".join(f"As[s][{kk} + {e}][{mm}] = r{which}[{q}].{x};"
+                                      for e, x in enumerate("xyzw"))
+                    elif mode == "mvec":
+                        st = f"*(float4*)&As[s][{kk}][{mm}] = r{which}[{q}];"
+                    else:
+                        st = f"As[s][{kk}][{mm}] = r{which}[{q}];"
+                else:
+                    kk, nn = r, cc
+                    if mode == "nvec":
+                        st = f"*(float4*)&Bs[s][{kk}][{nn}] = r{which}[{q}];"
+                    elif mode == "kvec":
+                        st = " ".join(f"Bs[s][{kk} + {e}][{nn}] = r{which}[{q}].{x};"
+                                      for e, x in enumerate("xyzw"))
+                    else:
+                        st = f"Bs[s][{kk}][{nn}] = r{which}[{q}];"
+                store.append(f"    {guard}{{ {st} }}")
+
+        plan("a", amode, BM, BK, M, K)
+        plan("b", bmode, BK, BN, K, N)
+        rs_a, rs_b = BM * 4 // TM, BN * 4 // TN    # row span of each group of 4
+        L += ["  int k0 = 0;"] + load + ["  { const int s = 0;"] + store + ["  }", "  __syncthreads();"]
+        L.append(f"  for (int t = 0; t < {KT}; t++) {{")
+        L.append("    const int s = t & 1;")
+        L.append(f"    if (t + 1 < {KT}) {{ k0 = (t + 1) * {BK};")
+        L += ["  " + x for x in load]
+        L.append("    }")
+        L.append(f"    #pragma unroll\n    for (int kk = 0; kk < {BK}; kk++) {{")
+        L.append(f"      float av[{TM}], bw[{TN}];")
+        for h in range(TM // 4):
+            L.append(f"      {{ float4 v = *(const float4*)&As[s][kk][{h * rs_a} + ty * 4]; "
+                     f"av[{4 * h}] = v.x; av[{4 * h + 1}] = v.y; av[{4 * h + 2}] = v.z; av[{4 * h + 3}] = v.w; }}")
+        for h in range(TN // 4):
+            L.append(f"      {{ float4 v = *(const float4*)&Bs[s][kk][{h * rs_b} + tx * 4]; "
+                     f"bw[{4 * h}] = v.x; bw[{4 * h + 1}] = v.y; bw[{4 * h + 2}] = v.z; bw[{4 * h + 3}] = v.w; }}")
+        L.append(f"      #pragma unroll\n      for (int i = 0; i < {TM}; i++)\n      #pragma unroll\n"
+                 f"      for (int j = 0; j < {TN}; j++) c[i][j] = __fmaf_rn(av[i], bw[j], c[i][j]);")
+        L.append("    }")
+        L.append(f"    if (t + 1 < {KT}) {{ const int s = (t + 1) & 1;")
+        L += ["  " + x for x in store]
+        L.append("    }")
+        L.append("    __syncthreads();")
+        L.append("  }")
+        L.append(f"  #pragma unroll\n  for (int i = 0; i < {TM}; i++)\n  #pragma unroll\n"
+                 f"  for (int j = 0; j < {TN}; j++) {{")
+        L.append(f"    const int m = bm + (i / 4) * {rs_a} + ty * 4 + (i % 4);")
+        L.append(f"    const int n = bn + (j / 4) * {rs_b} + tx * 4 + (j % 4);")
+        L.append(f"    if (m < {M} && n < {N}) pj_ge_{kernel.name}({bufs}, gb, m, n, c[i][j]);")
+        L.append("  }")
+        grid = self._block_origin(spec, BM, BN)[1]
+        return L, grid, NT
+
+    def _gemm_mma(self, kernel, spec, t, names):
+        kind = t["kind"]
+        BM, BN, BK, WM, WN, S = (t[k] for k in ("BM", "BN", "BK", "WM", "WN", "S"))
+        M, N, K = spec.M, spec.N, spec.K
+        NT = WM * WN * 32
+        WTM, WTN = BM // WM, BN // WN
+        MT, NTl = WTM // 16, WTN // 8
+        KT = -(-K // BK)
+        bufs = ", ".join(names[a.slot] for a in kernel.args)
+        a, b = spec.a, spec.b
+        tf = kind == "tf32"
+        T = "float" if tf else "ushort"
+        E = 4 if tf else 8                       # elements per 16-byte copy
+        PA, PB = (4, 8) if tf else (8, 8)        # row padding: conflict-free fragment reads
+        to_bits = {"f16": "pj_f16_bits", "bf16": "pj_bf16_bits", "tf32": ""}[kind]
+        amode = "kvec" if _vec_ok(a, 2, K, E) else "scalar"
+        bmode = "nvec" if _vec_ok(b, 2, N, E) else "scalar"
+        esz = 4 if tf else 2
+        a_bytes = S * BM * (BK + PA) * esz
+        smem = a_bytes + S * BK * (BN + PB) * esz
+        L = ["  extern __shared__ __align__(16) unsigned char pj_dyn[];",
+             f"  {T} (*As)[{BM}][{BK + PA}] = reinterpret_cast<{T} (*)[{BM}][{BK + PA}]>(pj_dyn);",
+             f"  {T} (*Bs)[{BK}][{BN + PB}] = reinterpret_cast<{T} (*)[{BK}][{BN + PB}]>(pj_dyn + {a_bytes});",
+             "  const int tid = threadIdx.x, lane = tid & 31, warp = tid >> 5;",
+             "  const int g = lane >> 2, tig = lane & 3;",
+             f"  const int wm = (warp / {WN}) * {WTM}, wn = (warp % {WN}) * {WTN};",
+             *self._block_origin(spec, BM, BN)[0],
+             "  const llong gb = blockIdx.z;",
+             f"  float c[{MT}][{NTl}][4];",
+             f"  #pragma unroll\n  for (int i = 0; i < {MT}; i++)\n  #pragma unroll\n"
+             f"  for (int j = 0; j < {NTl}; j++) {{ c[i][j][0] = c[i][j][1] = c[i][j][2] = c[i][j][3] = 0.0f; }}"]
+        load = []
+
+        def plan(which, mode, rows, cols, rowext, colext):
+            op = a if which == "a" else b
+            vec = mode != "scalar"
+            n = rows * cols // (E if vec else 1)
+            per = -(-n // NT)
+            base = self._operand_base(op, names) if op.plain is not None else None
+            sm = "As" if which == "a" else "Bs"
+            for q in range(per):
+                guard = f"if ({q * NT} + tid < {n}) " if (q + 1) * NT > n else ""
+                cidx = f"({q * NT} + tid)"
+                per_row = cols // (E if vec else 1)
+                if vec or op.plain is None or op.contiguous(2):
+                    r, cc = f"{cidx} / {per_row}", f"({cidx} % {per_row})" + (f" * {E}" if vec else "")
+                else:
+                    cc, r = f"{cidx} / {rows}", f"{cidx} % {rows}"
+                if which == "a":
+                    gi, gj = f"bm + {r}", f"k0 + {cc}"
+                else:
+                    gi, gj = f"k0 + {r}", f"bn + {cc}"
+                ok = f"({gi}) < {rowext} && ({gj}) < {colext}"
+                dst = f"&{sm}[s][{r}][{cc}]"
+                if vec:
+                    _, _, _, s1, s2 = op.plain
+                    src = f"{base} + (llong)({gi}) * {s1} + (llong)({gj}) * {s2}"
+                    load.append(f"    {guard}{{ const bool ok = {ok}; "
+                                f"pj_cp16({dst}, ok ? (const void*)({src}) : (const void*){base}, ok); }}")
+                else:
+                    call = self.gemm_call(kernel, which, f"gb, {gi}, {gj}", bufs)
+                    load.append(f"    {guard}{{ {sm}[s][{r}][{cc}] = ({ok}) ? {to_bits}({call}) : ({T})0; }}")
+
+        plan("a", amode, BM, BK, M, K)
+        plan("b", bmode, BK, BN, K, N)
+        # S-stage pipeline: tiles t+1 .. t+S-1 are in flight while tile t is multiplied
+        L.append("  int k0 = 0;")
+        for st in range(S - 1):
+            L.append(f"  if ({st} < {KT}) {{ k0 = {st * BK}; const int s = {st};")
+            L += load
+            L.append("  }")
+            L.append("  pj_cp_commit();")
+        if not tf:
+            L.append("  const unsigned sbase = pj_smem(pj_dyn);")
+            L.append(f"  unsigned aoff[{MT}], boff[{NTl // 2}];")
+            L.append(f"  #pragma unroll\n  for (int i = 0; i < {MT}; i++) "
+                     f"aoff[i] = ((wm + i * 16 + (lane & 15)) * {BK + PA} + (lane >> 4) * 8) * 2;")
+            L.append(f"  #pragma unroll\n  for (int j = 0; j < {NTl // 2}; j++) "
+                     f"boff[j] = ((lane & 15) * {BN + PB} + wn + j * 16 + (lane >> 4) * 8) * 2;")
+        L.append(f"  for (int t = 0; t < {KT}; t++) {{")
+        L.append(f"    pj_cp_wait{S - 2}();")
+        L.append("    __syncthreads();")
+        L.append(f"    if (t + {S - 1} < {KT}) {{ k0 = (t + {S - 1}) * {BK}; const int s = (t + {S - 1}) % {S};")
+        L += ["  " + x for x in load]
+        L.append("    }")
+        L.append("    pj_cp_commit();")
+        L.append(f"    const int s = t % {S};")
+        # fragments double-buffered in registers: step ks+1's shared-memory reads are
+        # issued before step ks's mma instructions, so their latency overlaps
+        step = 8 if tf else 16
+        KS = BK // step
+        L.append(f"    unsigned af[2][{MT}][4], bf[2][{NTl}][2];")
+        if not tf:
+            L.append(f"    const unsigned sA = sbase + s * {BM * (BK + PA) * 2}, "
+                     f"sB = sbase + {a_bytes} + s * {BK * (BN + PB) * 2};")
+
+        def frag(p, ks):
+            out = []
+            if tf:
+                k = ks * 8
+                out.append(f"    #pragma unroll\n    for (int i = 0; i < {MT}; i++) {{ const int r = wm + i * 16 + g;")
+                out.append(f"      af[{p}][i][0] = pj_tf32(As[s][r][{k} + tig]); af[{p}][i][1] = pj_tf32(As[s][r + 8][{k} + tig]);")
+                out.append(f"      af[{p}][i][2] = pj_tf32(As[s][r][{k + 4} + tig]); af[{p}][i][3] = pj_tf32(As[s][r + 8][{k + 4} + tig]); }}")
+                out.append(f"    #pragma unroll\n    for (int j = 0; j < {NTl}; j++) {{ const int cn = wn + j * 8 + g;")
+                out.append(f"      bf[{p}][j][0] = pj_tf32(Bs[s][{k} + tig][cn]); bf[{p}][j][1] = pj_tf32(Bs[s][{k + 4} + tig][cn]); }}")
+            else:
+                out.append(f"    #pragma unroll\n    for (int i = 0; i < {MT}; i++) "
+                           f"pj_ldsm4a(af[{p}][i], sA + aoff[i] + {ks * 32});")
+                out.append(f"    #pragma unroll\n    for (int j = 0; j < {NTl // 2}; j++) {{ unsigned r4[4]; "
+                           f"pj_ldsm4ta(r4, sB + boff[j] + {ks * 16 * (BN + PB) * 2}); "
+                           f"bf[{p}][2 * j][0] = r4[0]; bf[{p}][2 * j][1] = r4[1]; "
+                           f"bf[{p}][2 * j + 1][0] = r4[2]; bf[{p}][2 * j + 1][1] = r4[3]; }}")
+            return out
+
+        mma = "pj_mma_tf32" if tf else "pj_mma_bf16" if kind == "bf16" else "pj_mma_f16"
+        L += frag(0, 0)
+        for ks in range(KS):
+            if ks + 1 < KS:
+                L += frag((ks + 1) & 1, ks + 1)
+            L.append(f"    #pragma unroll\n    for (int i = 0; i < {MT}; i++)\n    #pragma unroll\n"
+                     f"    for (int j = 0; j < {NTl}; j++) {mma}(c[i][j], af[{ks & 1}][i], bf[{ks & 1}][j]);")
+        L.append("  }")
+        L.append(f"  #pragma unroll\n  for (int i = 0; i < {MT}; i++)\n  #pragma unroll\n"
+                 f"  for (int j = 0; j < {NTl}; j++)\n  #pragma unroll\n  for (int r = 0; r < 4; r++) {{")
+        L.append("    const int m = bm + wm + i * 16 + g + (r >> 1) * 8;")
+        L.append("    const int n = bn + wn + j * 8 + tig * 2 + (r & 1);")
+        L.append(f"    if (m < {M} && n < {N}) pj_ge_{kernel.name}({bufs}, gb, m, n, c[i][j][r]);")
+        L.append("  }")
+        grid = self._block_origin(spec, BM, BN)[1]
+        return L, grid, NT, smem
 
     def float_to_int(self, x, dt):
         # like OpenCL's convert_T_sat_rtz: NaN -> 0, out of range -> the nearest bound.
