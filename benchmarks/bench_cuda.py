@@ -6,7 +6,7 @@ Matrix products 4096^3 and 8192^3 in float32 (exact, and tf32 under
 pj.config.matmul_precision = "tf32"), float16 and bfloat16 (tensor cores, float32
 accumulation): polyjit's generated tiled kernel vs cuBLAS at the same precision
 (cupy.matmul; torch.matmul for bfloat16, which cupy lacks). And a fused
-10-op elementwise chain over 64M float32 (vs a cupy device copy of the same array, the
+10-op elementwise chain over 256M float32 (vs a cupy device copy of the same array, the
 bandwidth ceiling: both read 4 and write 4 bytes per element; `ndarray.copy()`, which
 allocates its output as a polyjit call does, and a device-to-device memcpy into a
 preallocated array). Each result is checked
@@ -126,7 +126,7 @@ def matmul(be, n=4096, dtype="float32", precision="highest", reps=5):
             "peer_tflops": flop / t_cp / 1e9, "ratio_polyjit_over_peer_speed": t_cp / t_pj}
 
 
-def elementwise(be, n=64 * 2 ** 20, reps=20):
+def elementwise(be, n=256 * 2 ** 20, reps=20):
     x = (np.random.default_rng(1).standard_normal(n) + 0.1).astype(np.float32)
     with backends.using("cuda"):
         px = pj.device_put(x)

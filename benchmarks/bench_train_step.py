@@ -6,8 +6,11 @@ maxpool, dropout, linear 128, relu, linear 10. Dropout is 0 here so the three st
 the same function; each step's loss is checked against PyTorch before timing.
 
 Run: python -m pytest benchmarks/bench_train_step.py --benchmark-enable
+Each step runs ROUNDS times (env BENCH_ROUNDS, default 20) after 3 warm-up steps: on a shared,
+loaded machine the median of many rounds is what stays comparable between the four.
 """
 import importlib.util
+import os
 from pathlib import Path
 
 import numpy as np
@@ -18,6 +21,7 @@ from polyjit import backends, nn, optim
 from polyjit.nn import train
 
 BATCH = 64
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", 20))
 _spec = importlib.util.spec_from_file_location(
     "train_mnist", Path(__file__).resolve().parent.parent / "examples" / "train_mnist.py")
 train_mnist = importlib.util.module_from_spec(_spec)
@@ -87,7 +91,7 @@ def test_polyjit(benchmark, backend_name):
     def run():
         box[0], m = step(box[0], xb, yb)
         return float(m["loss"])
-    benchmark(run)
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=3, iterations=1)
 
 
 @pytest.mark.benchmark(group="cnn-train-step")
@@ -104,7 +108,7 @@ def test_torch_cpu_eager(benchmark):
         loss.backward()
         opt.step()
         return float(loss)
-    benchmark(run)
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=3, iterations=1)
 
 
 @pytest.mark.benchmark(group="cnn-train-step")
@@ -152,4 +156,4 @@ def test_jax_cpu_jit(benchmark):
         p, m, v, t, loss = step(*box, x, y)
         box[:] = [p, m, v, t]
         return float(loss)
-    benchmark(run)
+    benchmark.pedantic(run, rounds=ROUNDS, warmup_rounds=3, iterations=1)

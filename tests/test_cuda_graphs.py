@@ -44,11 +44,24 @@ def test_replays_equal_plain_launches_for_new_inputs(cuda, monkeypatch):
 
 
 def test_returned_arrays_survive_later_replays(cuda):
-    f = pj.jit(lambda x: x * 2.0 + 1.0)
+    f = pj.jit(lambda x: (x * 2.0 + 1.0, pnp.sum(x * x)))
     a = f(np.ones(1000, np.float32))
     b = f(np.full(1000, 5.0, np.float32))
-    np.testing.assert_array_equal(np.asarray(a), np.full(1000, 3.0, np.float32))
-    np.testing.assert_array_equal(np.asarray(b), np.full(1000, 11.0, np.float32))
+    assert f.lower(np.ones(1000, np.float32)).executable.replays == 2
+    np.testing.assert_array_equal(np.asarray(a[0]), np.full(1000, 3.0, np.float32))
+    np.testing.assert_array_equal(np.asarray(b[0]), np.full(1000, 11.0, np.float32))
+    assert float(a[1]) == 1000.0 and float(b[1]) == 25000.0
+
+
+def test_single_kernel_and_large_programs_launch_plainly(cuda):
+    from polyjit.backends import cuda_graphs
+    f = pj.jit(lambda x: pnp.exp(x) * 2.0)            # one fused kernel: nothing to save
+    x = np.ones(8, np.float32)
+    np.testing.assert_allclose(np.asarray(f(x)), 2 * np.e, rtol=1e-6)
+    assert not f.lower(x).executable.capturable
+    g = pj.jit(lambda x: (x * 2.0, pnp.sum(x)))
+    big = np.ones(cuda_graphs.MAX_COPY_BYTES // 4, np.float32)
+    assert not g.lower(big).executable.capturable
 
 
 def test_host_steps_run_as_plain_launches(cuda):
@@ -60,7 +73,7 @@ def test_host_steps_run_as_plain_launches(cuda):
 
 def test_graphs_can_be_turned_off(cuda, monkeypatch):
     monkeypatch.setenv("POLYJIT_CUDA_GRAPHS", "0")
-    f = pj.jit(lambda x: pnp.exp(x) - 1.0)
+    f = pj.jit(lambda x: (pnp.exp(x) - 1.0, pnp.sum(x)))
     x = np.linspace(-1, 1, 64, dtype=np.float32)
-    np.testing.assert_allclose(np.asarray(f(x)), np.expm1(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(f(x)[0]), np.expm1(x.astype(np.float64)), rtol=1e-6, atol=1e-7)
     assert not f.lower(x).executable.capturable

@@ -9,8 +9,12 @@ import test_lowering as _lowering_module
 
 
 @pytest.fixture
-def cl():
-    """The fixture test_lowering's tests take, bound to cuda instead of opencl."""
+def cl(monkeypatch):
+    """The fixture test_lowering's tests take, bound to cuda instead of opencl. The lowering
+    spec is about plain kernel launches: CUDA graph replay, which keeps a static copy of a
+    program's inputs and working buffers between calls (as torch.cuda.graphs does), is
+    off here and specified in tests/test_cuda_graphs.py."""
+    monkeypatch.setenv("POLYJIT_CUDA_GRAPHS", "0")
     try:
         be = backends.get_backend("cuda")
     except Exception as e:   # no cupy or no GPU: say which

@@ -6,7 +6,9 @@ owns fixed buffers: the inputs are copied into fixed input buffers, every buffer
 program allocates during capture is kept alive with the graph (the graph holds its
 address), and the outputs are copied out of the graph's buffers into fresh ones so that
 the arrays a call returns are never overwritten by the next replay. Programs with host
-steps (control flow, host fallbacks) or literal outputs run as plain launches.
+steps (control flow, host fallbacks) or literal outputs, single-kernel programs, and programs
+whose inputs and outputs exceed MAX_COPY_BYTES (the copies would cost more than launches
+save) run as plain launches.
 POLYJIT_CUDA_GRAPHS=0 turns graphs off.
 """
 from __future__ import annotations
@@ -15,6 +17,10 @@ import os
 
 from ..lowering.memory import nbytes
 from ..tracer.core import Literal
+
+
+MIN_KERNELS = 2
+MAX_COPY_BYTES = 64 << 20
 
 
 def graphs_enabled() -> bool:
@@ -27,7 +33,12 @@ class GraphExecutable:
     def __init__(self, exe):
         self.exe, self.be = exe, exe.be
         prog = exe.program
-        self.capturable = (graphs_enabled() and not exe.host_steps and bool(exe.kernels)
+        moved = sum(nbytes(prog.slot_avals[s]) for s in prog.input_slots) + sum(
+            nbytes(o.aval if isinstance(o, Literal) else prog.slot_avals[o]) for o in prog.outputs)
+        # worth it where launches dominate: several kernels, and inputs/outputs small enough
+        # that copying them in and out of the graph's buffers costs less than the launches
+        self.capturable = (graphs_enabled() and not exe.host_steps and len(exe.kernels) >= MIN_KERNELS
+                           and moved <= MAX_COPY_BYTES
                            and not any(isinstance(o, Literal) for o in prog.outputs))
         self.graph, self.capture_error = None, None
         self.replays = 0

@@ -6,7 +6,12 @@ A jaxpr compiles to a flat list of steps with liveness-based freeing of buffers.
 """
 from __future__ import annotations
 
+import ctypes
+import functools
 import math
+import os
+import sys
+import threading
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
@@ -220,6 +225,16 @@ impl_rules[P.dynamic_update_slice_p] = _dynamic_update_slice
 
 
 def _pad(x, padval, *, padding_config):
+    if all(lo >= 0 and hi >= 0 for lo, hi, _ in padding_config):
+        if not any(lo or hi or i for lo, hi, i in padding_config):
+            return x
+        # one allocation, one strided assignment
+        shape = [lo + hi + (d + max(d - 1, 0) * i) for d, (lo, hi, i) in zip(x.shape, padding_config)]
+        pv = np.asarray(padval, dtype=x.dtype)
+        y = np.zeros(shape, x.dtype) if not pv.any() else np.full(shape, pv, x.dtype)
+        y[tuple(slice(lo, lo + d + max(d - 1, 0) * i, i + 1)
+                for d, (lo, _, i) in zip(x.shape, padding_config))] = x
+        return y
     inner = [d + max(d - 1, 0) * i for d, (_, _, i) in zip(x.shape, padding_config)]
     if any(i for _, _, i in padding_config):
         y = np.full(inner, padval, dtype=x.dtype)
@@ -292,7 +307,6 @@ def _highest(dt):
     return np.inf if dtypes.is_float(dt) else (True if dtypes.is_bool(dt) else np.iinfo(dt).max)
 
 
-impl_rules[P.reduce_sum_p] = _reduction(lambda x, a, _: np.sum(x, axis=a, dtype=x.dtype))
 impl_rules[P.reduce_prod_p] = _reduction(lambda x, a, _: np.prod(x, axis=a, dtype=x.dtype))
 impl_rules[P.reduce_max_p] = _reduction(lambda x, a, i: np.max(x, axis=a, initial=_lowest(x.dtype)))
 impl_rules[P.reduce_min_p] = _reduction(lambda x, a, i: np.min(x, axis=a, initial=_highest(x.dtype)))
@@ -319,6 +333,94 @@ impl_rules[P.cummax_p] = _cumulative(lambda x, a: np.maximum.accumulate(x, axis=
 impl_rules[P.cummin_p] = _cumulative(lambda x, a: np.minimum.accumulate(x, axis=a))
 
 
+class _Blas:
+    """OpenBLAS's thread count, found in the library numpy loaded (a no-op elsewhere).
+
+    A matmul below `serial_flops` runs on one BLAS thread: on a busy machine a multi-threaded
+    OpenBLAS call waits for its worker threads to be scheduled, which for the many small
+    matmuls of a training step costs far more than the parallelism gains.
+    POLYJIT_NUMPY_BLAS_SERIAL_FLOPS overrides the threshold (0: never force one thread)."""
+    serial_flops = float(os.environ.get("POLYJIT_NUMPY_BLAS_SERIAL_FLOPS", 2 ** 27))
+
+    def __init__(self):
+        self.get = self.set = None
+        try:
+            with open("/proc/self/maps") as f:
+                paths = sorted({ln.split()[-1] for ln in f if "openblas" in ln.lower()
+                                and ln.split()[-1].startswith("/")})
+        except OSError:
+            return
+        for path in paths:
+            try:
+                lib = ctypes.CDLL(path)
+            except OSError:
+                continue
+            for pre, suf in [("scipy_openblas", "64_"), ("scipy_openblas", ""),
+                             ("openblas", "64_"), ("openblas", "")]:
+                get = getattr(lib, f"{pre}_get_num_threads{suf}", None)
+                set_ = getattr(lib, f"{pre}_set_num_threads{suf}", None)
+                if get is not None and set_ is not None:
+                    get.restype, set_.argtypes, set_.restype = ctypes.c_int, [ctypes.c_int], None
+                    self.get, self.set = get, set_
+                    return
+
+    def matmul(self, a, b):
+        if a.ndim < 2 or b.ndim < 2:
+            flops = 2.0 * max(a.size, b.size)
+        else:
+            batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
+            flops = 2.0 * a.shape[-2] * a.shape[-1] * b.shape[-1] * math.prod(batch)
+        if self.set is None or flops >= self.serial_flops:
+            return np.matmul(a, b)
+        n = self.get()
+        if n <= 1:
+            return np.matmul(a, b)
+        self.set(1)
+        try:
+            return np.matmul(a, b)
+        finally:
+            self.set(n)
+
+
+_blas = _Blas()
+_FLOATS = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+@functools.lru_cache(maxsize=64)
+def _ones(n, dt):
+    return np.ones(n, dt)
+
+
+_sum = _reduction(lambda x, a, _: np.sum(x, axis=a, dtype=x.dtype))
+
+
+def _reduce_sum(x, *, axes):
+    """Large float sums over leading or trailing axes as matrix-vector products: BLAS
+    streams them at memory speed with blocked accumulation (numpy's reduction is ~3x
+    slower); any remaining axes are summed by numpy on the much smaller partial result."""
+    nd = x.ndim
+    ax = sorted({a % nd for a in axes}) if nd else []
+    if x.dtype not in _FLOATS or not ax or x.size < 4096 or not x.flags.c_contiguous:
+        return _sum(x, axes=axes)
+    t = 0
+    while t < len(ax) and ax[-1 - t] == nd - 1 - t:
+        t += 1
+    lead = 0
+    while lead < len(ax) and ax[lead] == lead:
+        lead += 1
+    if t and math.prod(x.shape[nd - t:]) >= 16:
+        m = math.prod(x.shape[nd - t:])
+        y = _blas.matmul(x.reshape(-1, m), _ones(m, x.dtype)).reshape(x.shape[:nd - t])
+        rest = tuple(ax[:len(ax) - t])
+    elif lead and math.prod(x.shape[:lead]) >= 16:
+        m = math.prod(x.shape[:lead])
+        y = _blas.matmul(_ones(m, x.dtype), x.reshape(m, -1)).reshape(x.shape[lead:])
+        rest = tuple(a - lead for a in ax[lead:])
+    else:
+        return _sum(x, axes=axes)
+    return np.sum(y, axis=rest, dtype=x.dtype) if rest else y
+
+
 def _acc_dtype(dt, preferred):
     if preferred is not None:
         return np.dtype(preferred)
@@ -333,13 +435,14 @@ def _dot_general(lhs, rhs, *, dimension_numbers, preferred_element_type=None):
     size = lambda x, ax: int(np.prod([x.shape[i] for i in ax], dtype=np.int64))
     a = np.transpose(lhs, list(lb) + lf + list(lc)).reshape(size(lhs, lb), size(lhs, lf), size(lhs, lc))
     b = np.transpose(rhs, list(rb) + list(rc) + rf).reshape(size(rhs, rb), size(rhs, rc), size(rhs, rf))
-    out = np.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
+    out = _blas.matmul(a.astype(acc, copy=False), b.astype(acc, copy=False))
     shape = [lhs.shape[i] for i in lb] + [lhs.shape[i] for i in lf] + [rhs.shape[i] for i in rf]
     out_dt = np.dtype(preferred_element_type) if preferred_element_type else lhs.dtype
     return out.reshape(shape).astype(out_dt, copy=False)
 
 
 impl_rules[P.dot_general_p] = _dot_general
+impl_rules[P.reduce_sum_p] = _reduce_sum
 
 
 def _windows(x, window, strides, window_dilation):
@@ -353,33 +456,107 @@ def _windows(x, window, strides, window_dilation):
              + tuple(slice(None, None, d) for d in window_dilation)]
 
 
+_tls = threading.local()
+_COLS_BLOCK_BYTES = 2 << 20
+
+
+def _scratch(shape, dtype):
+    """A per-thread scratch array for im2col columns (consumed before the impl returns):
+    reusing it spares the allocator a fresh multi-megabyte block, and its page faults,
+    on every convolution."""
+    n = math.prod(shape) * np.dtype(dtype).itemsize
+    buf = getattr(_tls, "buf", None)
+    if buf is None or buf.nbytes < n:
+        buf = _tls.buf = np.empty(max(n, 1), np.uint8)
+    return buf[:n].view(dtype).reshape(shape)
+
+
 def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
           feature_group_count=1, batch_group_count=1, preferred_element_type=None):
+    """im2col + one batched matmul. Stride-1 convolutions read their columns as flat shifted
+    runs of the padded input (the "padded-row" trick): the copy streams long contiguous runs
+    and the matmul output is already (N, O, spatial) apart from the padding columns."""
     acc = _acc_dtype(lhs.dtype, preferred_element_type)
     out_dt = np.dtype(preferred_element_type) if preferred_element_type else lhs.dtype
     nsp = lhs.ndim - 2
-    zero = np.zeros((), acc)
-    x = _pad(lhs.astype(acc, copy=False), zero, padding_config=[(0, 0, 0)] * 2 + [
-        (lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation)])
     bg, g = batch_group_count, feature_group_count
     w = rhs.astype(acc, copy=False)
-    N, C = x.shape[:2]
-    O, I = w.shape[:2]
-    ks = w.shape[2:]
-    win = _windows(x, ks, window_strides, rhs_dilation)            # N, C, P..., K...
-    P_ = win.shape[2:2 + nsp]
-    win = win.reshape((bg, N // bg, g, I) + P_ + ks)
-    # -> bg, g, N', P..., I, K...
-    order = [0, 2, 1] + list(range(4, 4 + nsp)) + [3] + list(range(4 + nsp, 4 + 2 * nsp))
-    cols = np.transpose(win, order).reshape(bg, g, (N // bg) * int(np.prod(P_, dtype=np.int64)),
-                                            I * int(np.prod(ks, dtype=np.int64)))
-    og = O // (g * bg)
-    wm = w.reshape(bg, g, og, I * int(np.prod(ks, dtype=np.int64)))  # bg, g, og, I*K
-    out = np.matmul(cols, np.swapaxes(wm, -1, -2))                   # bg, g, N'*P, og
-    out = out.reshape((bg, g, N // bg) + P_ + (og,))
-    out = np.moveaxis(out, 2, 0)                                      # N', bg, g, P..., og
-    out = np.moveaxis(out, -1, 3)                                     # N', bg, g, og, P...
-    return np.ascontiguousarray(out.reshape((N // bg, O) + P_)).astype(out_dt, copy=False)
+    N, O, I = lhs.shape[0], rhs.shape[0], rhs.shape[1]
+    ks = tuple(rhs.shape[2:])
+    K = int(np.prod(ks, dtype=np.int64))
+    Nb, og = N // bg, O // (g * bg)
+    span = [(k - 1) * d + 1 for k, d in zip(ks, rhs_dilation)]
+    dil_in = [(n - 1) * d + 1 if n else 0 for n, d in zip(lhs.shape[2:], lhs_dilation)]
+    padded = [n + lo + hi for n, (lo, hi) in zip(dil_in, padding)]
+    Ps = tuple(max(0, (p - sp) // s + 1) if p >= sp else 0
+               for p, sp, s in zip(padded, span, window_strides))
+    Pn = int(np.prod(Ps, dtype=np.int64))
+    if Pn == 0 or N == 0 or O == 0:
+        return np.zeros((Nb, O) + Ps, out_dt)
+    wm = w.reshape(bg, g, og, I * K)
+    unit = all(s == 1 for s in window_strides)
+    R = int(np.prod(padded[1:], dtype=np.int64))                  # padded row length
+    wide = lambda n: R <= 2 * n                                      # padding columns <= half
+    flat_p = unit and Pn >= K and wide(int(np.prod(Ps[1:], dtype=np.int64)))
+    if flat_p:
+        # the padded input with one slack row along the first spatial axis, so that every
+        # flat run of rows that starts inside an (n, c) image stays inside it
+        x = lhs.astype(acc, copy=False)
+        if any(d != 1 for d in lhs_dilation) or any(lo < 0 or hi < 0 for lo, hi in padding):
+            x = _pad(x, np.zeros((), acc), padding_config=[(0, 0, 0)] * 2 + [
+                (lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation)])
+            pads = [(0, 0)] * nsp
+        else:
+            pads = list(padding)
+        xp = np.zeros(x.shape[:2] + (padded[0] + 1,) + tuple(padded[1:]), acc)
+        xp[(slice(None),) * 2 + tuple(slice(lo, lo + n) for (lo, _), n in
+                                      zip(pads, x.shape[2:]))] = x
+        st, item = xp.strides, xp.itemsize
+        # columns: for each kernel tap, the run of Ps[0] padded rows starting at that tap;
+        # output positions in the padding columns are computed and dropped
+        L = Ps[0] * R
+        view = np.lib.stride_tricks.as_strided(
+            xp, (bg, Nb, g, I) + ks + (L,),
+            (Nb * st[0], st[0], I * st[1], st[1]) + tuple(d * t for d, t in
+                                                         zip(rhs_dilation, st[2:])) + (item,),
+            writeable=False)
+        # a few images at a time, so that each block of columns is still in cache for its
+        # matmul; each block's result lands in its place in the output
+        res = np.empty((Nb, bg, g, og) + Ps, out_dt)
+        B = max(1, _COLS_BLOCK_BYTES // (bg * g * I * K * L * item))
+        for n0 in range(0, Nb, B):
+            src = view[:, n0:n0 + B]
+            cols = _scratch(src.shape, acc)
+            np.copyto(cols, src)
+            o = _blas.matmul(wm[:, None], cols.reshape(bg, -1, g, I * K, L))  # bg, B, g, og, L
+            o = o.reshape((bg, -1, g, og, Ps[0]) + tuple(padded[1:]))
+            res[n0:n0 + B] = np.moveaxis(o[(Ellipsis,) + tuple(slice(0, p) for p in Ps[1:])], 1, 0)
+        return res.reshape((Nb, O) + Ps)
+    else:
+        x = _pad(lhs.astype(acc, copy=False), np.zeros((), acc),
+                 padding_config=[(0, 0, 0)] * 2 + [(lo, hi, d - 1) for (lo, hi), d in
+                                                   zip(padding, lhs_dilation)])
+        win = _windows(x, ks, window_strides, rhs_dilation)       # N, C, P..., K...
+        win = win.reshape((bg, Nb, g, I) + Ps + ks)
+        sp_ax, k_ax = tuple(range(4, 4 + nsp)), tuple(range(4 + nsp, 4 + 2 * nsp))
+        if Pn >= K:
+            # bg, N', g, I, K..., P...: output positions innermost
+            src = np.transpose(win, (0, 1, 2, 3) + k_ax + sp_ax)
+            cols = _scratch(src.shape, acc)
+            np.copyto(cols, src)
+            cols = cols.reshape(bg, Nb, g, I * K, Pn)
+            out = _blas.matmul(wm[:, None], cols)                  # bg, N', g, og, P
+            out = np.moveaxis(out, 1, 0)
+        else:
+            # bg, g, N', P..., I, K...: kernel taps innermost (weight gradients: big kernels)
+            src = np.transpose(win, (0, 2, 1) + sp_ax + (3,) + k_ax)
+            cols = _scratch(src.shape, acc)
+            np.copyto(cols, src)
+            cols = cols.reshape(bg, g, Nb * Pn, I * K)
+            out = _blas.matmul(cols, np.swapaxes(wm, -1, -2))     # bg, g, N'*P, og
+            out = np.transpose(out.reshape(bg, g, Nb, Pn, og), (2, 0, 1, 4, 3))
+    out = np.ascontiguousarray(out, dtype=out_dt)
+    return out.reshape((Nb, O) + Ps)
 
 
 impl_rules[P.conv_general_dilated_p] = _conv
@@ -392,18 +569,22 @@ def _reduce_window(op, pairwise, init):
         base_dilation = base_dilation or (1,) * nd
         window_dilation = window_dilation or (1,) * nd
         cdt = np.float32 if _small_float(x.dtype) else x.dtype
-        xp = _pad(x.astype(cdt), np.asarray(init(x.dtype), cdt), padding_config=[
+        xp = _pad(x.astype(cdt, copy=False), np.asarray(init(x.dtype), cdt), padding_config=[
             (lo, hi, b - 1) for (lo, hi), b in zip(padding, base_dilation)])
         if int(np.prod(window_dimensions)) <= 64:
             # small windows (pooling): combine one strided slice per window offset, which
             # streams memory instead of reducing over a 2n-d strided view
             out_shape = [len(range(0, d - (k - 1) * wd, s)) for d, k, s, wd in
                          zip(xp.shape, window_dimensions, window_strides, window_dilation)]
-            acc = None
-            for off in np.ndindex(*window_dimensions):
-                sl = tuple(slice(o * wd, o * wd + (n - 1) * s + 1, s) for o, wd, n, s in
-                           zip(off, window_dilation, out_shape, window_strides))
-                acc = xp[sl].copy() if acc is None else pairwise(acc, xp[sl], out=acc)
+            parts = [xp[tuple(slice(o * wd, o * wd + (n - 1) * s + 1, s) for o, wd, n, s in
+                              zip(off, window_dilation, out_shape, window_strides))]
+                     for off in np.ndindex(*window_dimensions)]
+            if len(parts) == 1 or any(n == 0 for n in out_shape):
+                acc = parts[0].copy()
+            else:
+                acc = pairwise(parts[0], parts[1])
+                for part in parts[2:]:
+                    pairwise(acc, part, out=acc)
             return acc.astype(x.dtype, copy=False)
         win = _windows(xp, window_dimensions, window_strides, window_dilation)
         return op(win, axis=tuple(range(nd, 2 * nd))).astype(x.dtype)
@@ -487,21 +668,78 @@ impl_rules[P.scan_p] = _scan
 
 
 # ---------------------------------------------------------------- compiling a jaxpr
+# Elementwise primitives that can write into a given float32/float64 buffer: `ufunc(*args,
+# out=buf)` computes what the impl computes when every operand has the result's dtype.
+_UFUNC_OUT = {P.BINARY["add"]: np.add, P.BINARY["sub"]: np.subtract, P.BINARY["mul"]: np.multiply,
+              P.BINARY["div"]: np.divide, P.BINARY["max"]: np.maximum,
+              P.BINARY["min"]: np.minimum, P.UNARY["neg"]: np.negative, P.UNARY["exp"]: np.exp,
+              P.UNARY["log"]: np.log, P.UNARY["sqrt"]: np.sqrt, P.UNARY["tanh"]: np.tanh,
+              P.UNARY["abs"]: np.abs, P.UNARY["square"]: np.square}
+# the impls these stand for: a replaced impl_rules entry disables its buffer reuse
+_UFUNC_IMPL = {p: impl_rules[p] for p in _UFUNC_OUT}
+_POOL_MIN_SIZE = 1 << 14        # elements: smaller arrays are cheap to allocate
+_POOL_DTYPES = _FLOATS
+
+
+def _convert_into(buf, x, *, new_dtype, weak_type=False):
+    np.copyto(buf, x, casting="unsafe")
+    return buf
+
+
+def _out_rule(e):
+    """`fn(buf, *args, **params)` writing e's result into buf, or None."""
+    out = e.outputs[0].aval if len(e.outputs) == 1 else None
+    if out is None or np.dtype(out.dtype) not in _POOL_DTYPES or math.prod(out.shape) < _POOL_MIN_SIZE:
+        return None
+    if e.prim in _UFUNC_OUT and impl_rules.get(e.prim) is _UFUNC_IMPL[e.prim]:
+        if all(np.dtype(x.aval.dtype) == np.dtype(out.dtype) for x in e.inputs):
+            uf = _UFUNC_OUT[e.prim]
+            return lambda buf, *args, **_: uf(*args, out=buf)
+    if e.prim is P.convert_element_type_p and impl_rules.get(e.prim) is _convert:
+        src = np.dtype(e.inputs[0].aval.dtype)
+        if src in _POOL_DTYPES or dtypes.is_bool(src) or dtypes.is_int(src):
+            return _convert_into
+    return None
+
+
+def _sole_refcount():
+    """What sys.getrefcount reports, in _run_steps's pattern, for an array nothing else holds
+    (interpreters differ in whether a local's load counts)."""
+    env = [np.empty(1)]
+    a = env[0]
+    env[0] = None
+    return sys.getrefcount(a)
+
+
+_SOLE = _sole_refcount()
+
+
 def compile_jaxpr(jaxpr: Jaxpr):
-    """A runner `f(list of ndarrays for constvars + invars) -> list of ndarrays`."""
+    """A runner `f(list of ndarrays for constvars + invars) -> list of ndarrays`.
+
+    Each intermediate is dropped after its last use. A dropped float array of at least
+    _POOL_MIN_SIZE elements that nothing else references (no view, no other slot) goes to a
+    per-run pool, from which later elementwise results of its shape and dtype are computed
+    in place (`out=`): a training step then reuses a few buffers instead of allocating, and
+    page-faulting in, a fresh one for every elementwise op."""
     slot = {}
     for v in list(jaxpr.constvars) + list(jaxpr.invars):
         slot[v] = len(slot)
     n_in = len(slot)
     steps = []
+    avals = {}
     for e in jaxpr.eqns:
         ins = [(True, x.val) if isinstance(x, Literal) else (False, slot[x]) for x in e.inputs]
         for o in e.outputs:
             slot[o] = len(slot)
+            avals[slot[o]] = o.aval
         impl = impl_rules.get(e.prim)
         if impl is None:
             raise NotImplementedError(f"the numpy backend has no implementation of {e.prim.name}")
-        steps.append([impl, e.params, ins, [slot[o] for o in e.outputs], e.prim.multiple_results, []])
+        into = _out_rule(e)
+        key = (tuple(e.outputs[0].aval.shape), np.dtype(e.outputs[0].aval.dtype)) if into else None
+        steps.append([impl, e.params, ins, [slot[o] for o in e.outputs], e.prim.multiple_results,
+                      [], [], into, key])
     outs = [(True, v.val) if isinstance(v, Literal) else (False, slot[v]) for v in jaxpr.outvars]
     # free each intermediate after its last use (inputs stay owned by the caller)
     last = {}
@@ -510,10 +748,18 @@ def compile_jaxpr(jaxpr: Jaxpr):
             if not lit:
                 last[j] = i
     keep = {j for lit, j in outs if not lit}
+    wanted = {s[8] for s in steps if s[8] is not None}
     for j, i in last.items():
         if j >= n_in and j not in keep:
-            steps[i][5].append(j)
+            a = avals[j]
+            key = (tuple(a.shape), np.dtype(a.dtype))
+            if key in wanted:
+                steps[i][6].append((j, key))
+            else:
+                steps[i][5].append(j)
+    steps = [tuple(s) for s in steps]
     n = len(slot)
+    refs, sole = sys.getrefcount, _SOLE
 
     def run(inputs):
         env = list(inputs) + [None] * (n - n_in)
@@ -522,15 +768,27 @@ def compile_jaxpr(jaxpr: Jaxpr):
         return [v if lit else env[v] for lit, v in outs]
 
     def _run_steps(env):
-        for impl, params, ins, outs_, multi, free in steps:
-            r = impl(*[v if lit else env[v] for lit, v in ins], **params)
+        pool = {}
+        for impl, params, ins, outs_, multi, free, pooled, into, key in steps:
+            args = [v if lit else env[v] for lit, v in ins]
+            bufs = pool.get(key) if into is not None else None
+            r = into(bufs.pop(), *args, **params) if bufs else impl(*args, **params)
+            del args
             if multi:
                 for o, val in zip(outs_, r):
                     env[o] = val
             else:
                 env[outs_[0]] = r
+            del r
             for j in free:
                 env[j] = None
+            for j, k in pooled:
+                a = env[j]
+                env[j] = None
+                # only a and getrefcount's argument hold it: no other slot, view or caller
+                if type(a) is np.ndarray and refs(a) == sole and a.flags.owndata and \
+                        a.flags.c_contiguous and a.flags.writeable:
+                    pool.setdefault(k, []).append(a)
     return run
 
 
@@ -566,6 +824,7 @@ class NumpyBackend:
 
     def compile(self, closed):
         run = compile_jaxpr(closed.jaxpr)
-        consts = [self.put(c._buf if hasattr(c, "_buf") else c, c_aval)
+        # constants captured from another backend's arrays come to the host first
+        consts = [self.put(c._buf if getattr(c, "_backend", None) is self else np.asarray(c), c_aval)
                   for c, c_aval in zip(closed.consts, [v.aval for v in closed.jaxpr.constvars])]
         return lambda bufs: run(consts + bufs)

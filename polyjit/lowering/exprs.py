@@ -176,7 +176,7 @@ def _concatenate(b, eqn, o, idx):
         val = b.value(x, tuple(local))
         out = val if out is None else alu("where", dt, alu("lt", BOOL, idx[d], const(start + n)),
                                           val, out)
-    return out
+    return const(0, dt) if out is None else out     # every operand empty: so is the result
 
 
 def _gather(b, eqn, o, idx):

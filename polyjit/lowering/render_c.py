@@ -370,7 +370,7 @@ class CRenderer:
             return f"if ({v} {c} {name}{nan}) {name} = {v};"
         c = ">" if kind == "argmax" else "<"
         nan = f" || (isnan({v}) && !isnan({name}))" if f else ""
-        return f"if ({v} {c} {name}{nan}) {{ {name} = {v}; {name}_i = {loops[0]}; }}"
+        return f"if ({v} {c} {name}{nan}) {{ {name} = {v}; {name}_i = {loops[0] if loops else 0}; }}"
 
     # ------------------------------------------------------------ kernels
     def kernel_params(self, kernel, arg_dtypes):

@@ -826,7 +826,7 @@ class WGSLRenderer(CRenderer):
             cond = f"({v} && !{name})" if kind == "argmax" else f"(!{v} && {name})"
         else:
             cond = f"({v} {c} {name}" + (f" || (pj_isnan({v}) && !pj_isnan({name})))" if f else ")")
-        return f"if {cond} {{ {name} = {v}; {name}_i = {loops[0]}; }}"
+        return f"if {cond} {{ {name} = {v}; {name}_i = {loops[0] if loops else 0}; }}"
 
     # ------------------------------------------------------------ kernels
     def render(self, kernel: ir.Kernel, arg_dtypes) -> str:
