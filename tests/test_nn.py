@@ -144,9 +144,16 @@ def test_transformer_block_matches_pytorch(rng):
     close(block(params, x), t2n(tout))
     gp, gx = pj.jit(pj.grad(lambda p, x: pnp.sum(pnp.square(block(p, x))), argnums=(0, 1)))(params, x)
     close(gx, t2n(tx.grad), rtol=1e-4, atol=1e-5)
-    close(gp["attn"]["q"]["weight"], np.split(t2n(tattn.in_proj_weight.grad), 3)[0], rtol=1e-4, atol=1e-5)
-    close(gp["fc1"]["weight"], t2n(tfc1.weight.grad), rtol=1e-4, atol=1e-5)
-    close(gp["ln1"]["weight"], t2n(tln1.weight.grad), rtol=1e-4, atol=1e-5)
+    gw, gb = np.split(t2n(tattn.in_proj_weight.grad), 3), np.split(t2n(tattn.in_proj_bias.grad), 3)
+    want = {"attn": {n: {"weight": gw[i], "bias": gb[i]} for i, n in enumerate("qkv")}}
+    want["attn"]["out"] = {"weight": t2n(tattn.out_proj.weight.grad), "bias": t2n(tattn.out_proj.bias.grad)}
+    for name, t in (("ln1", tln1), ("ln2", tln2), ("fc1", tfc1), ("fc2", tfc2)):
+        want[name] = {"weight": t2n(t.weight.grad), "bias": t2n(t.bias.grad)}
+    got_leaves, got_def = pj.tree_util.tree_flatten_with_path(gp)
+    assert got_def == pj.tree_util.tree_structure(want)
+    assert len(got_leaves) == 16   # every weight and bias of the block
+    for (path, g), w in zip(got_leaves, pj.tree_util.tree_leaves(want)):
+        np.testing.assert_allclose(np.asarray(g), w, rtol=1e-4, atol=1e-5, err_msg=path)
 
 
 # ---------------------------------------------------------------- checkpoints and resume
@@ -231,3 +238,125 @@ def test_losses_match_pytorch(rng):
     close(nn.huber(logits, t), F.huber_loss(tl, torch.tensor(t)).item())
     close(nn.mse(logits, t), F.mse_loss(tl, torch.tensor(t)).item())
     close(nn.l1(logits, t), F.l1_loss(tl, torch.tensor(t)).item())
+
+
+def test_sequential_shape_error_names_the_layer_index():
+    model = nn.Sequential(nn.Linear(8), nn.relu, nn.Linear(3))
+    params, _ = model.init(pj.random.key(0), np.ones((2, 5), np.float32))
+    bad = {"0": params["0"], "2": {"weight": np.ones((3, 7), np.float32), "bias": np.ones(3, np.float32)}}
+    with pytest.raises(pj.ShapeError, match=r"Sequential layer 2 \(Linear\): Linear\(features=3.*"
+                                            r"expected input of shape \(\*, 7\), got \(2, 8\)"):
+        model.apply(bad, {}, np.ones((2, 5), np.float32))
+    with pytest.raises(pj.ShapeError, match=r"Sequential layer 0 \(Conv\): .*rank-4 input, got shape \(2, 5\)"):
+        nn.Sequential(nn.Conv2d(4, 3)).init(pj.random.key(0), np.ones((2, 5), np.float32))
+
+
+# ---------------------------------------------------------------- metrics vs numpy
+def _np_top_k_hits(logits, labels, k):
+    """The documented tie rule: rank = #greater + #equal at lower indices; a hit when rank < k."""
+    lab = logits[np.arange(len(labels)), labels][:, None]
+    lower = np.arange(logits.shape[1])[None, :] < labels[:, None]
+    rank = (logits > lab).sum(1) + ((logits == lab) & lower).sum(1)
+    return rank < k
+
+
+@pytest.mark.parametrize("ties", [False, True])
+def test_accuracy_and_top_k_match_numpy(rng, ties):
+    logits = rng.standard_normal((200, 7)).astype(np.float32)
+    if ties:   # few distinct values: many tied maxima and tied k-th places
+        logits = rng.integers(0, 3, (200, 7)).astype(np.float32)
+    labels = rng.integers(0, 7, 200).astype(np.int32)
+    labels[:40] = np.argmax(logits[:40], 1)   # some correct rows
+    want = np.mean(np.argmax(logits, 1) == labels)
+    assert float(nn.accuracy(logits, labels)) == pytest.approx(want, abs=1e-6)
+    assert float(pj.jit(nn.accuracy)(logits, labels)) == pytest.approx(want, abs=1e-6)
+    for k in (1, 2, 3, 7):
+        want_k = np.mean(_np_top_k_hits(logits, labels, k))
+        assert float(nn.top_k_accuracy(logits, labels, k=k)) == pytest.approx(want_k, abs=1e-6), k
+    assert float(nn.top_k_accuracy(logits, labels, k=1)) == pytest.approx(want, abs=1e-6)
+    assert float(nn.top_k_accuracy(logits, labels, k=7)) == 1.0
+
+
+def test_accuracy_over_extra_batch_axes_and_ties():
+    logits = np.array([[[1, 3, 3], [2, 0, 2]], [[0, 0, 0], [5, 1, 4]]], np.float32)
+    labels = np.array([[2, 0], [0, 2]], np.int32)
+    assert float(nn.accuracy(logits, labels)) == 0.5      # tied rows count for the first max only
+    assert float(nn.top_k_accuracy(logits, labels, k=2)) == 1.0
+    assert float(nn.top_k_accuracy(np.array([[0, 0, 0]], np.float32), np.array([2], np.int32), k=2)) == 0.0
+
+
+def test_metrics_reject_mismatched_labels(rng):
+    logits = rng.standard_normal((4, 3)).astype(np.float32)
+    with pytest.raises(pj.ShapeError, match=r"accuracy: labels of shape \(4, 1\)"):
+        nn.accuracy(logits, np.zeros((4, 1), np.int32))
+    with pytest.raises(pj.ShapeError, match=r"top_k_accuracy: labels of shape \(3,\)"):
+        nn.top_k_accuracy(logits, np.zeros(3, np.int32), k=2)
+    with pytest.raises(ValueError, match="k=4"):
+        nn.top_k_accuracy(logits, np.zeros(4, np.int32), k=4)
+
+
+# ---------------------------------------------------------------- the batch iterator
+def test_batches_in_order_last_batch_smaller():
+    x, y = np.arange(23 * 2).reshape(23, 2), np.arange(23)
+    out = list(train.batches((x, y), 5))
+    assert [len(b[0]) for b in out] == [5, 5, 5, 5, 3]
+    np.testing.assert_array_equal(np.concatenate([b[1] for b in out]), y)
+    for bx, by in out:
+        np.testing.assert_array_equal(bx, x[by])
+
+
+def test_batches_drop_last_drops_the_remainder():
+    y = np.arange(23)
+    out = list(train.batches((y,), 5, drop_last=True))
+    assert [len(b[0]) for b in out] == [5, 5, 5, 5]
+    assert [len(b[0]) for b in train.batches((y[:20],), 5, drop_last=True)] == [5] * 4
+    assert list(train.batches((y[:4],), 5, drop_last=True)) == []
+
+
+def test_batches_shuffle_is_a_seeded_permutation():
+    x, y = np.arange(37 * 3).reshape(37, 3), np.arange(37)
+    run = lambda seed, **kw: list(train.batches((x, y), 8, shuffle=True, seed=seed, **kw))
+    a, b, c = run(4), run(4), run(5)
+    order = np.concatenate([bt[1] for bt in a])
+    assert sorted(order.tolist()) == list(range(37)) and not np.array_equal(order, y)
+    assert [len(bt[1]) for bt in a] == [8, 8, 8, 8, 5]
+    for (ax, ay), (bx, by) in zip(a, b):
+        np.testing.assert_array_equal(ay, by)
+        np.testing.assert_array_equal(ax, bx)
+        np.testing.assert_array_equal(ax, x[ay])   # aligned across arrays
+    assert not np.array_equal(order, np.concatenate([bt[1] for bt in c]))
+    dropped = np.concatenate([bt[1] for bt in run(4, drop_last=True)])
+    np.testing.assert_array_equal(dropped, order[:32])   # drop_last keeps the same shuffled prefix
+    assert len(set(dropped.tolist())) == 32
+
+
+def test_batches_reject_misaligned_arrays():
+    with pytest.raises(ValueError, match=r"different lengths \[4, 3\]"):
+        list(train.batches((np.zeros(4), np.zeros(3)), 2))
+
+
+# ---------------------------------------------------------------- fit with the progress bar
+def test_fit_with_progress_bar_shows_loss_and_accuracy(capsys):
+    pytest.importorskip("tqdm")
+    rng = np.random.default_rng(2)
+    x = rng.standard_normal((48, 4)).astype(np.float32)
+    y = (x[:, 1] > 0).astype(np.int32)
+    model = nn.Sequential(nn.Linear(8), nn.relu, nn.Linear(2))
+    opt = optim.adam(1e-2)
+    state = train.init_train_state(model, opt, pj.random.key(0), x[:2])
+    logged = []
+    state, history = train.fit(train.classifier_step(model, opt), state, (x, y), epochs=2, batch_size=16,
+                               progress=True, log=logged.append,
+                               evaluate_fn=lambda s: train.evaluate(model, s, x, y))
+    err = capsys.readouterr().err
+    assert "epoch 1/2" in err and "epoch 2/2" in err
+    assert "loss=" in err and "acc=" in err
+    assert "3/3" in err   # 48 // 16 batches per epoch
+    assert [h["epoch"] for h in history] == [1, 2]
+    for h in history:
+        assert set(h) >= {"loss", "accuracy", "seconds", "test_loss", "test_accuracy"}
+        assert np.isfinite(h["loss"]) and 0 <= h["accuracy"] <= 1
+    assert int(state["step"]) == 6
+    assert len(logged) == 2 and logged[1].startswith("epoch 2: loss")
+    shown = [float(v) for v in __import__("re").findall(r"loss=([0-9.]+)", err)]
+    assert history[-1]["loss"] == pytest.approx(shown[-1], abs=1e-4)   # the bar shows the epoch mean

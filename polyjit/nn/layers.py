@@ -7,6 +7,7 @@ non-trained values such as BatchNorm running statistics and is returned, never m
 """
 from __future__ import annotations
 
+import contextlib
 import math
 
 from .. import lax, random
@@ -301,6 +302,11 @@ def rope(x, positions, theta=10000.0):
     """Rotary position embedding on (..., seq, head_dim), halves rotated (LLaMA / NeoX layout)."""
     pnp = _pnp()
     d = x.shape[-1]
+    if d % 2:
+        raise ShapeError(f"rope: the head dimension (last axis) must be even, got shape {tuple(x.shape)}")
+    if x.ndim < 2 or tuple(pnp.shape(positions)) != (x.shape[-2],):
+        raise ShapeError(f"rope: positions of shape {tuple(pnp.shape(positions))} do not match the "
+                         f"sequence axis of x {tuple(x.shape)} (expected ({x.shape[-2] if x.ndim > 1 else '?'},))")
     inv = 1.0 / theta ** (pnp.arange(0, d, 2, dtype="float32") / d)
     ang = pnp.asarray(positions, "float32")[:, None] * inv[None, :]
     cos, sin = pnp.cos(ang).astype(x.dtype), pnp.sin(ang).astype(x.dtype)
@@ -371,29 +377,41 @@ class Sequential(Module):
         params, state = {}, {}
         keys = random.split(key, max(len(self.layers), 1))
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Module):
-                p, s = layer.init(keys[i], x)
-                if p:
-                    params[str(i)] = p
-                if s:
-                    state[str(i)] = s
-                x, _ = layer.apply(p, s, x, train=False)
-            else:
-                x = layer(x)
+            with self._naming(i, layer):
+                if isinstance(layer, Module):
+                    p, s = layer.init(keys[i], x)
+                    if p:
+                        params[str(i)] = p
+                    if s:
+                        state[str(i)] = s
+                    x, _ = layer.apply(p, s, x, train=False)
+                else:
+                    x = layer(x)
         return params, state
 
     def apply(self, params, state, x, *, train=False, key=None):
         new_state = dict(state)
         keys = random.split(key, len(self.layers)) if key is not None else [None] * len(self.layers)
         for i, layer in enumerate(self.layers):
-            if isinstance(layer, Module):
-                x, s = layer.apply(params.get(str(i), {}), state.get(str(i), {}), x,
-                                   train=train, key=keys[i])
-                if s:
-                    new_state[str(i)] = s
-            else:
-                x = layer(x)
+            with self._naming(i, layer):
+                if isinstance(layer, Module):
+                    x, s = layer.apply(params.get(str(i), {}), state.get(str(i), {}), x,
+                                       train=train, key=keys[i])
+                    if s:
+                        new_state[str(i)] = s
+                else:
+                    x = layer(x)
         return x, new_state
+
+    @staticmethod
+    @contextlib.contextmanager
+    def _naming(i, layer):
+        """Prefix shape errors with the layer's index (its key in params) and type."""
+        try:
+            yield
+        except ShapeError as e:
+            name = type(layer).__name__ if isinstance(layer, Module) else getattr(layer, "__name__", repr(layer))
+            raise ShapeError(f"Sequential layer {i} ({name}): {e}") from e
 
     def __repr__(self):
         return "Sequential(" + ", ".join(getattr(l, "__name__", None) or repr(l) for l in self.layers) + ")"

@@ -47,12 +47,28 @@ def huber(pred, target, delta=1.0):
     return pnp.mean(pnp.where(err < delta, 0.5 * err * err, delta * (err - 0.5 * delta)))
 
 
+def _check_labels(fn, logits, labels):
+    if tuple(labels.shape) != tuple(logits.shape[:-1]):
+        raise ShapeError(f"{fn}: labels of shape {tuple(labels.shape)} do not match logits of shape "
+                         f"{tuple(logits.shape)} (expected {tuple(logits.shape[:-1])})")
+
+
 def accuracy(logits, labels):
+    """Fraction of rows whose argmax is the label; ties go to the lowest index (numpy's and
+    torch's argmax), so a tied row counts only when the label is the first maximal class."""
     pnp = _pnp()
+    logits, labels = pnp.asarray(logits), pnp.asarray(labels)
+    _check_labels("accuracy", logits, labels)
     return pnp.mean((pnp.argmax(logits, axis=-1) == labels).astype("float32"))
 
 
 def top_k_accuracy(logits, labels, k=5):
+    """Fraction of rows whose label is among the k largest logits. Ties rank lower indices
+    first: the label hits when (#logits greater) + (#equal logits at lower indices) < k."""
     pnp = _pnp()
+    logits, labels = pnp.asarray(logits), pnp.asarray(labels)
+    _check_labels("top_k_accuracy", logits, labels)
+    if not 1 <= k <= logits.shape[-1]:
+        raise ValueError(f"top_k_accuracy: k={k} must be in [1, {logits.shape[-1]}] for {logits.shape[-1]} classes")
     _, idx = pnp.top_k(logits, k)
     return pnp.mean(pnp.any(idx == labels[..., None], axis=-1).astype("float32"))

@@ -178,6 +178,8 @@ def step_schedule(init_value, step_size, gamma=0.1):
 
 
 def cosine_decay_schedule(init_value, decay_steps, alpha=0.0):
+    """torch CosineAnnealingLR(T_max=decay_steps, eta_min=alpha * init_value) for counts up to
+    decay_steps; held at the floor afterwards (torch's would rise again)."""
     pnp = _pnp()
 
     def schedule(count):

@@ -88,9 +88,9 @@ def fit(step, state, train, *, epochs, batch_size, seed=0, evaluate_fn=None, che
                 xb = augment(xb, aug_rng)
             state, m = step(state, xb, yb)
             loss_sum, acc_sum, n = loss_sum + float(m["loss"]), acc_sum + float(m["accuracy"]), n + 1
-            if bar is not None:
-                bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{acc_sum / n:.4f}")
+            if bar is not None:   # count first: set_postfix redraws, so the bar ends at n/n
                 bar.update(1)
+                bar.set_postfix(loss=f"{loss_sum / n:.4f}", acc=f"{acc_sum / n:.4f}")
         if bar is not None:
             bar.close()
         rec = {"epoch": epoch + 1, "loss": loss_sum / max(n, 1), "accuracy": acc_sum / max(n, 1),
