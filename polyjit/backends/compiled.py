@@ -6,6 +6,12 @@ loops over compiled bodies, HOST_FALLBACK_PRIMS through the numpy reference).
 A backend subclasses `CompiledBackend` and supplies the device verbs: `_raw_alloc`,
 `put`, `to_numpy`, `block`, `copy_region`, `build` (source -> program), `get_kernel` and
 `launch`, plus a renderer and a generic-shape renderer.
+
+Donation (`jit(..., donate_argnums=...)`): `compile(closed, donated=input positions)`
+lets the memory plan take over donated input buffers (memory.py); an input whose buffer a
+call reused is deleted afterwards: its Buffer's memory becomes `DeletedMem`, and any later
+use raises `DeletedArrayError`. Donated inputs the plan cannot use stay valid. (The numpy
+backend ignores donation.)
 """
 from __future__ import annotations
 
@@ -27,6 +33,26 @@ class Float64Unsupported(TypeError):
 
 class KernelBuildError(RuntimeError):
     """A device compiler rejected generated source: names the kernels and has the log."""
+
+
+class DeletedArrayError(RuntimeError):
+    """An Array whose buffer was donated to a jitted call, then used again."""
+
+
+class DeletedMem:
+    """The memory of a Buffer donated to (and reused by) a jitted call: any use raises."""
+    __slots__ = ("aval",)
+    nbytes = 0
+
+    def __init__(self, aval):
+        self.aval = aval
+
+    @property
+    def data(self):
+        raise DeletedArrayError(
+            f"Array has been deleted: its buffer ({self.aval.str_short()}) "
+            "was donated to a jitted function (donate_argnums) and reused for its results; "
+            "use the results, or do not donate an argument you still need")
 
 
 class DeviceMem:
@@ -77,6 +103,7 @@ def disk_cached(key_text, suffix, load, compile_):
 
 class CompiledBackend:
     name = "compiled"
+    supports_donation = True
     fp64 = True
     fp64_hint = "the device has no float64 support; use float32, or the numpy backend"
 
@@ -102,8 +129,13 @@ class CompiledBackend:
         self.peak_bytes = self.bytes_in_use
 
     # ------------------------------------------------------------ programs
-    def compile(self, closed: ClosedJaxpr):
-        return Executable(self, closed)
+    def compile(self, closed: ClosedJaxpr, donated=()):
+        """An Executable; `donated`: positions of inputs whose buffers it may reuse."""
+        return Executable(self, closed, donated=donated)
+
+    def in_place_ok(self, dtype) -> bool:
+        """May one kernel read and write a buffer of `dtype` (an in-place donated update)?"""
+        return True
 
     def apply(self, prim, bufs, params):
         avals = [b.aval for b in bufs]
@@ -137,10 +169,16 @@ def _c_name(name):
 class Executable:
     """A compiled program: `executable(list of input buffers) -> list of output buffers`."""
 
-    def __init__(self, be: CompiledBackend, closed: ClosedJaxpr, name="k", generic=False):
+    def __init__(self, be: CompiledBackend, closed: ClosedJaxpr, name="k", generic=False, donated=()):
         self.be = be
         self._check_fp64(closed)
-        self.program = prog = lower_to_kernels(closed, name=_c_name(name))
+        self.program = prog = lower_to_kernels(closed, name=_c_name(name), donated=tuple(donated),
+                                               in_place_ok=be.in_place_ok)
+        plan = prog.memory
+        pos = {s: i for i, s in enumerate(prog.input_slots)}
+        # (block, input slot, input position) of each donated input the plan reuses
+        self._donors = [(b, d, pos[d]) for b, d in plan.donor_of.items()]
+        self.donated = sorted(p for _, _, p in self._donors)
         self.kernels = prog.kernels
         self.host_steps = prog.host_steps
         dts = [a.dtype for a in prog.slot_avals]
@@ -176,8 +214,10 @@ class Executable:
         for s, b in zip(prog.const_slots, self.consts):
             env[s] = b
         for s, b in zip(prog.input_slots, inputs):
+            if type(b.mem) is DeletedMem:
+                b.mem.data            # raises DeletedArrayError
             env[s] = b
-        blocks = {}
+        blocks, consumed = self._donated_blocks(inputs, env) if self._donors else ({}, ())
         for i, step in enumerate(prog.steps):
             if isinstance(step, Launch):
                 for s in step.writes:
@@ -189,8 +229,32 @@ class Executable:
                 self._run_host(step, env)
             for s in plan.free_after[i]:
                 env[s] = None
-        return [be.put(np.asarray(o.val), o.aval) if isinstance(o, Literal) else env[o]
+        outs = [be.put(np.asarray(o.val), o.aval) if isinstance(o, Literal) else env[o]
                 for o in prog.outputs]
+        for p in consumed:
+            inputs[p].mem = DeletedMem(inputs[p].aval)
+        return outs
+
+    def _donated_blocks(self, inputs, env):
+        """The memory-plan blocks that are donated input buffers. An input whose memory
+        also backs another input or a constant of this call is copied instead (and stays
+        valid): the program must not overwrite what it still reads elsewhere."""
+        blocks, consumed = {}, []
+        uses = {}
+        for b in list(inputs) + self.consts:
+            uses[id(b.mem)] = uses.get(id(b.mem), 0) + 1
+        for blk, slot, p in self._donors:
+            mem = inputs[p].mem
+            if uses[id(mem)] > 1:
+                aval = self.program.slot_avals[slot]
+                copy = self.be.alloc(aval)
+                self.be.copy_region(copy, 0, inputs[p], 0, nbytes(aval) if aval.size else 0)
+                env[slot] = copy
+                mem = copy.mem
+            else:
+                consumed.append(p)
+            blocks[blk] = mem
+        return blocks, consumed
 
     def _out_buffer(self, s, blocks):
         """A buffer for slot `s`: its memory-plan block when it has one (shared with

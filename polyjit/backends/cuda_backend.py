@@ -105,10 +105,15 @@ class CUDABackend(CompiledBackend):
                 dst.mem.data[dst_off:dst_off + n] = src.mem.data[src_off:src_off + n]
 
     # ------------------------------------------------------------ programs
-    def compile(self, closed):
-        """A jitted program, replayed as one CUDA graph where it can be (cuda_graphs.py)."""
+    def compile(self, closed, donated=()):
+        """A jitted program, replayed as one CUDA graph where it can be (cuda_graphs.py).
+        A graph runs on buffers of its own (inputs copied in, outputs copied out), so a
+        program that reuses donated buffers (updates in place) runs as plain launches."""
         from .cuda_graphs import GraphExecutable
-        return GraphExecutable(super().compile(closed))
+        g = GraphExecutable(super().compile(closed, donated))
+        if g.exe.donated:
+            g.capturable = False
+        return g
 
     def build(self, source, kernel_names):
         """A loaded cupy Module for `source`, from memory, disk, or NVRTC."""

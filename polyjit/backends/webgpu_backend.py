@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from ..lowering.render_wgsl import (GROUPS_MARK, KERNEL_MARK, UNSUPPORTED_DTYPES, WORKGROUP, DtypeUnsupported,
+from ..lowering.render_wgsl import (GROUPS_MARK, KERNEL_MARK, STORE_T, UNSUPPORTED_DTYPES, WORKGROUP, DtypeUnsupported,
                                     WGSLRenderer, split_program, unsupported_message)
 from ..tracer.core import ClosedJaxpr, Jaxpr, Literal, abstract_eval_rules
 from .compiled import CompiledBackend, Executable, Float64Unsupported, KernelBuildError
@@ -198,9 +198,13 @@ class WebGPUBackend(CompiledBackend):
             what, dt = r
             raise WebGPUDtypeUnsupported(unsupported_message(dt, what, "webgpu"))
 
-    def compile(self, closed: ClosedJaxpr):
+    def compile(self, closed: ClosedJaxpr, donated=()):
         self.check_program(closed)
-        return super().compile(closed)
+        return super().compile(closed, donated)
+
+    def in_place_ok(self, dtype):
+        """Packed 8/16-bit buffers are written through atomics: no in-place kernels there."""
+        return np.dtype(dtype) in STORE_T
 
     def apply(self, prim, bufs, params):
         avals = [b.aval for b in bufs]

@@ -74,19 +74,22 @@ class Program:
         return [s for s in self.steps if isinstance(s, HostStep)]
 
     def describe(self) -> str:
+        over = self.memory.in_place if self.memory is not None else {}
         lines = []
         for s in self.steps:
             if isinstance(s, Launch):
                 k = s.kernel
                 g = k.gemm
                 if g is not None:
-                    lines.append(f"kernel {k.name}: gemm {g.batch}x[{g.M}x{g.K}]@[{g.K}x{g.N}] "
-                                 f"({g.a.dtype}, {g.b.dtype} -> {g.acc_dtype}, {g.precision}), "
-                                 f"reads {s.reads} writes {s.writes}")
-                    continue
-                lines.append(f"kernel {k.name}: {k.global_size} work items x "
-                             f"{int(np.prod([v.arg[1] for v in k.ser]))} serial, "
-                             f"reads {s.reads} writes {s.writes}")
+                    line = (f"kernel {k.name}: gemm {g.batch}x[{g.M}x{g.K}]@[{g.K}x{g.N}] "
+                            f"({g.a.dtype}, {g.b.dtype} -> {g.acc_dtype}, {g.precision}), "
+                            f"reads {s.reads} writes {s.writes}")
+                else:
+                    line = (f"kernel {k.name}: {k.global_size} work items x "
+                            f"{int(np.prod([v.arg[1] for v in k.ser]))} serial, "
+                            f"reads {s.reads} writes {s.writes}")
+                donors = [over[w] for w in s.writes if w in over]
+                lines.append(line + (f" in place over donated {donors}" if donors else ""))
             elif isinstance(s, Alloc):
                 lines.append(f"alloc (empty) writes {s.writes}")
             else:
@@ -104,7 +107,9 @@ def _required(jaxpr):
     return req - set(jaxpr.invars) - set(jaxpr.constvars)
 
 
-def lower_to_kernels(closed: ClosedJaxpr, name="k") -> Program:
+def lower_to_kernels(closed: ClosedJaxpr, name="k", donated=(), in_place_ok=None) -> Program:
+    """`donated`: positions of inputs whose buffers the program may reuse (memory.py);
+    `in_place_ok(dtype)`: may a kernel read and write one buffer of this dtype (default yes)."""
     jaxpr = closed.jaxpr
     defs = {o: (e, i) for e in jaxpr.eqns if not runs_on_host(e) for i, o in enumerate(e.outputs)}
     mat, plans = fusion.plan_materialization(jaxpr, defs, _required(jaxpr))
@@ -122,8 +127,46 @@ def lower_to_kernels(closed: ClosedJaxpr, name="k") -> Program:
     prog = Program(avals, [slots[v] for v in jaxpr.constvars], [slots[v] for v in jaxpr.invars],
                    [v if isinstance(v, Literal) else slots[v] for v in jaxpr.outvars], steps,
                    list(closed.consts))
-    prog.memory = plan_memory(prog)
+    def in_place(i, s, d):
+        st = steps[i]
+        return ((in_place_ok is None or in_place_ok(avals[d].dtype))
+                and _overwrites_safely(st.kernel, s, d))
+    prog.memory = plan_memory(prog, [prog.input_slots[i] for i in donated], in_place)
+    for i, st in enumerate(steps):
+        if isinstance(st, Launch) and any(s in prog.memory.in_place for s in st.writes):
+            _store_in_place(st, prog.memory.in_place)
     return prog
+
+
+def _overwrites_safely(k, s, d):
+    """May kernel `k` store slot `s` straight into donated input `d`? Yes when every load of
+    `d` is at the index `s` is stored at (each work item reads only the elements it
+    writes), and the first store whose value loads `d` is no later than `s`'s, so each
+    work item has read its element (a value the linearizer then reuses) before writing it."""
+    if k.gemm is not None:          # tiles read operands written by other work items
+        return False
+    pos = [j for j, st in enumerate(k.stores) if st.slot == s]
+    if len(pos) != 1:
+        return False
+    idx = k.stores[pos[0]].index
+    first = None
+    for j, st in enumerate(k.stores):
+        for e in fusion.walk([st.index, st.value]):
+            if e.op == "load" and e.arg == d:
+                if e.args[0] is not idx:
+                    return False
+                first = j if first is None else first
+    return first is None or first <= pos[0]
+
+
+def _store_in_place(step, in_place):
+    """Point the kernel's stores of in-place slots at the donated buffers they overwrite:
+    one buffer argument, read and written, rather than two aliasing restrict pointers."""
+    k = step.kernel
+    k.stores = [ir.Store(in_place.get(st.slot, st.slot), st.index, st.value) for st in k.stores]
+    written = {st.slot for st in k.stores}
+    k.args = ([ir.BufferRef(s, None, 0) for s in step.reads if s not in written]
+              + [ir.BufferRef(st.slot, None, 0) for st in k.stores])
 
 
 def _loads(tree_roots):
