@@ -447,6 +447,30 @@ def test_lower_to_kernels_is_backend_independent(rng):
     assert prog.kernels[0].global_size == 4
 
 
+
+def test_deep_residual_network_lowers_one_layer_at_a_time(rng):
+    """Each convolution gets its own kernel (its epilogue fused) however deep the network:
+    fusion never inlines a convolution into the next one's reduction loop, and lowering a
+    40-block residual network stays fast (its expression trees reach one layer back, not
+    through every layer, whose index variants multiply where residual paths rejoin)."""
+    import time
+    from polyjit import lax
+    depth = 40
+    ws = [_rand(rng, 4, 4, 3, 3) * 0.3 for _ in range(depth)]
+
+    def net(x, ws):
+        for w in ws:
+            y = lax.conv_general_dilated(x, w, (1, 1), [(1, 1), (1, 1)])
+            x = x + pnp.maximum(y, 0.0)
+        return x
+
+    closed = pj.make_jaxpr(net)(_rand(rng, 1, 4, 8, 8), ws)
+    t0 = time.perf_counter()
+    prog = lower_to_kernels(closed)
+    assert time.perf_counter() - t0 < 20
+    assert len(prog.kernels) <= depth + 1
+
+
 # ---------------------------------------------------------------- tiled matrix products
 # (shape a, shape b, dot): odd sizes (edge tiles), transposed operands through dimension
 # numbers, batch dims, and a size just under the GEMM threshold (generic path)

@@ -140,7 +140,7 @@ def plan_materialization(jaxpr, defs, required):
     tanh consumer plain elementwise work)."""
     order = {o: i for i, e in enumerate(jaxpr.eqns) for o in e.outputs}
     inputs = list(jaxpr.constvars) + list(jaxpr.invars)
-    mat = set(required)
+    mat = set(required) | products_feeding_windows(jaxpr, required)
     while True:
         b = Builder(defs, {v: v for v in list(mat) + inputs})
         plans, grow = [], set()
@@ -155,6 +155,30 @@ def plan_materialization(jaxpr, defs, required):
         if not grow:
             return mat, plans
         mat.add(min(grow, key=order.get))
+
+
+_PRODUCTS = (P.dot_general_p, P.conv_general_dilated_p)
+_WINDOWED = _PRODUCTS + (P.reduce_window_sum_p, P.reduce_window_max_p, P.reduce_window_min_p)
+
+
+def products_feeding_windows(jaxpr, required):
+    """Matrix-product and convolution outputs that reach an operand of another product,
+    convolution or pooling window through inlinable ops.
+
+    Inlined there, a product would sit inside the consumer's reduction loop, recomputed on
+    every iteration, so the fixpoint would materialize it anyway, one layer per round. But
+    each round builds every root's whole expression tree, and in a deep network that tree
+    reaches back through all layers (exponentially many index variants once residual paths
+    rejoin): seeded up front, the trees stop one layer back."""
+    inside, found = {}, set()
+    for e in jaxpr.eqns:
+        ins = set().union(*(inside.get(x, ()) for x in e.inputs if not isinstance(x, Literal)))
+        if e.prim in _WINDOWED:
+            found |= ins
+        s = {e.outputs[0]} if e.prim in _PRODUCTS else (set() if e.prim in _WINDOWED else ins)
+        for o in e.outputs:
+            inside[o] = set() if (o in required or e.prim not in EXPR_RULES) else s
+    return found
 
 
 def _roots(jaxpr, mat, defs):
