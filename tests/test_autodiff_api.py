@@ -274,6 +274,47 @@ def test_integer_inputs_get_float0_zero_cotangents():
     assert int(np.asarray(p[1])) == 5
 
 
+def _same_float0(got, want):
+    assert type(got) is np.ndarray and got.dtype == pj.float0, \
+        (type(got), getattr(got, "dtype", None))
+    assert got.shape == np.shape(want) and np.asarray(want).dtype == pj.float0
+
+
+def test_jit_returns_the_same_float0_zeros_as_eager():
+    f = lambda x, n: lax.mul(x, lax.convert_element_type(n, np.float64))
+    g = pj.grad(f, argnums=(0, 1))
+    args = (np.float64(2.0), np.int32(3))
+    (jx, jn), (ex, en) = pj.jit(g)(*args), g(*args)
+    close(jx, ex)
+    _same_float0(jn, en)
+    # a float0 leaf between array leaves keeps its place, also on the cached second call
+    def h(x, i):
+        f = lambda x, i, b: (lax.mul(x, lax.convert_element_type(i, np.float64)), lax.gt(x, 0.0))
+        f_vjp = pj.vjp(f, x, i, np.array([True, False, True]))[1]
+        return f_vjp((np.ones(3), np.zeros(3, pj.float0)))
+    x, i = np.array([1.0, -2.0, 3.0]), np.arange(3, dtype=np.int32)
+    for _ in range(2):
+        got, want = pj.jit(h)(x, i), h(x, i)
+        assert len(got) == 3
+        close(got[0], want[0])
+        _same_float0(got[1], want[1])
+        _same_float0(got[2], want[2])
+    # jvp with an integer output: its tangent is float0 under jit as well
+    k = lambda x, n: pj.jvp(lambda x, n: (lax.mul(x, 2.0), lax.add(n, np.int32(1))),
+                            (x, n), (np.float64(1.0), np.zeros((2,), pj.float0)))
+    n = np.array([4, 5], np.int32)
+    (jp, jt), (ep, et) = pj.jit(k)(np.float64(1.0), n), k(np.float64(1.0), n)
+    np.testing.assert_array_equal(np.asarray(jp[1]), np.asarray(ep[1]))
+    close(jt[0], et[0])
+    _same_float0(jt[1], et[1])
+    # an output made only of float0 zeros
+    only = pj.jit(pj.grad(lambda x, n: x, argnums=1))
+    _same_float0(only(np.float64(1.0), n), np.zeros(2, pj.float0))
+    # make_jaxpr cannot show a float0 output: a clear error, not an unsupported-dtype one
+    with pytest.raises(TypeError, match="float0"):
+        pj.make_jaxpr(g)(*args)
+
+
 def test_integer_and_bool_outputs_in_vjp_and_grad():
     def f(x):
         return lax.reduce_sum(lax.mul(x, x), (0,)), lax.argmax(x, 0), lax.gt(x, 0.0)

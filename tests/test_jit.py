@@ -43,6 +43,29 @@ def test_static_argnums_retrace_per_value(rng):
     assert f.trace_count == 2
 
 
+def test_donate_argnums_is_accepted_and_gives_the_undonated_result(backend, rng):
+    # donation lets a backend reuse an input's buffer for an output; the result must not
+    # change (the numpy backend ignores it). A donated argument is not read after the call.
+    def step(params, x):
+        return {k: lax.sub(v, lax.mul(x, np.float32(0.5))) for k, v in params.items()}, \
+            lax.reduce_sum(x, (0, 1))
+    plain = pj.jit(step)
+    donating = pj.jit(step, donate_argnums=(0,))
+    x = f32(rng, 3, 4)
+    for _ in range(2):
+        params = {"w": f32(rng, 3, 4), "b": f32(rng, 3, 4)}
+        want = plain(params, x)
+        donated = {k: pj.device_put(v) for k, v in params.items()}   # device buffers
+        for args in [(params, x), (donated, x)]:
+            got = donating(*args)
+            for g, w in zip(pj.tree_util.tree_leaves(got), pj.tree_util.tree_leaves(want)):
+                np.testing.assert_array_equal(np.asarray(g), np.asarray(w))
+    assert donating.trace_count == 1
+    # an int, negative index and with static_argnums, as in jax.jit
+    scale = pj.jit(lambda s, x: lax.mul(x, np.float32(s)), static_argnums=0, donate_argnums=-1)
+    np.testing.assert_array_equal(np.asarray(scale(3, x)), 3 * x)
+
+
 def test_unhashable_static_argument_is_a_clear_error():
     f = pj.jit(lambda x, shape: x, static_argnums=1)
     with pytest.raises(TypeError, match="static argument 1 .* not hashable"):

@@ -68,15 +68,16 @@ def expected_dtype(a, b):
     return np.dtype("float32") if other == np.float16 else np.promote_types(np.float16, other)
 
 
-def assert_close(got, want, dt, scale=None):
-    """|got - want| <= tol(dt) * max(|want|, scale), elementwise (equal infs and NaNs pass;
-    subnormal results within a few subnormal steps);
+def assert_close(got, want, dt, scale=None, rtol=None, atol=0.0):
+    """|got - want| <= rtol * max(|want|, scale) + atol, elementwise, rtol = tol(dt) unless
+    given (equal infs and NaNs pass; subnormal results within a few subnormal steps);
     want is rounded to dt first, so both overflow and underflow alike."""
     got = np.asarray(got, np.float64)
+    rtol = TOL[np.dtype(dt)] if rtol is None else rtol
     with np.errstate(over="ignore", invalid="ignore"):
         want = np.asarray(want).astype(dt).astype(np.float64)
         assert got.shape == want.shape
-        bound = TOL[np.dtype(dt)] * np.maximum(np.abs(want), 0 if scale is None else scale)
+        bound = rtol * np.maximum(np.abs(want), 0 if scale is None else scale) + atol
         # below the smallest normal a float carries absolute, not relative, precision:
         # allow a few subnormal steps there (products that underflow round in those steps)
         fi = ml_dtypes.finfo(dt)
@@ -212,6 +213,14 @@ def axis_choice(draw, ndim):
     return axes[0] if len(axes) == 1 and draw(st.booleans()) else tuple(axes)
 
 
+def summation_error(x64, n, dt, axis=None, keepdims=False):
+    """The worst-case rounding error of adding n terms of dtype dt in that dtype, (n - 1) * u *
+    sum|x| (u the unit roundoff), per output element: it bounds an accumulation order's
+    effect, and matters only where the sum cancels (|sum x| << sum|x|)."""
+    u = float(ml_dtypes.finfo(dt).eps) / 2
+    return max(n - 1, 0) * u * np.sum(np.abs(x64), axis=axis, keepdims=keepdims)
+
+
 def _sum_dtype(dt):
     if dt == np.bool_ or (dt.kind in "iu" and dt.itemsize < 4):
         return np.dtype("uint32" if dt.kind == "u" else "int32")
@@ -239,14 +248,21 @@ def test_reductions_match_numpy(backend, name, dt, shape, keepdims, data):
             np.testing.assert_array_equal(got, want)
         else:
             want = getattr(np, name)(x64, axis=axis, keepdims=keepdims)
-            scale = np.sum(np.abs(x64), axis=axis, keepdims=keepdims) if name == "sum" else np.abs(want)
-            assert_close(got, want, dt, 10 * scale)
+            # 1e-5 relative to the result for float32 (10 * tol(dt)), plus, for sums, the
+            # rounding error of any order of additions, which is relative to sum|x|, not to
+            # the result: a sum that cancels (|sum x| << sum|x|) cannot be relatively exact
+            err = summation_error(x64, n, dt, axis, keepdims) if name == "sum" else 0.0
+            assert_close(got, want, dt, rtol=10 * TOL[dt], atol=err)
     elif name in ("mean", "var", "std"):
         want_dt = dt if dt in FLOATS else np.dtype(np.float64 if dt.itemsize == 8 else np.float32)
         assert got.dtype == want_dt
         want = getattr(np, name)(x64, axis=axis, keepdims=keepdims)
-        scale = np.max(np.abs(x64), axis=axis, keepdims=keepdims) ** (2 if name == "var" else 1)
-        assert_close(got, want, want_dt, 10 * scale)
+        if name == "mean":   # a sum divided by n: the same bound, divided by n
+            err = summation_error(x64, n, want_dt, axis, keepdims) / max(n, 1)
+            assert_close(got, want, want_dt, rtol=10 * TOL[want_dt], atol=err)
+        else:
+            scale = np.max(np.abs(x64), axis=axis, keepdims=keepdims) ** (2 if name == "var" else 1)
+            assert_close(got, want, want_dt, 10 * scale)
     else:
         np.testing.assert_array_equal(got, getattr(np, name)(x, axis=axis, keepdims=keepdims))
 
@@ -264,9 +280,15 @@ def test_index_and_cumulative_reductions(backend, name, dt, shape, data):
     elif dt not in FLOATS:
         np.testing.assert_array_equal(got, getattr(np, name)(x, axis=axis, dtype=_sum_dtype(dt)))
     else:
-        want = getattr(np, name)(x.astype(np.float64), axis=axis)
-        scale = np.cumsum(np.abs(x.astype(np.float64)), axis=axis) if name == "cumsum" else None
-        assert_close(got, want, dt, None if scale is None else 10 * scale)
+        x64 = x.astype(np.float64)
+        want = getattr(np, name)(x64, axis=axis)
+        if name == "cumsum":   # as for sum: relative to the result, plus summation rounding
+            n = x.size if axis is None else shape[axis]
+            u = float(ml_dtypes.finfo(dt).eps) / 2
+            err = max(n - 1, 0) * u * np.cumsum(np.abs(x64), axis=axis)
+            assert_close(got, want, dt, atol=err)
+        else:
+            assert_close(got, want, dt)
 
 
 # ---------------------------------------------------------------- shapes, selection, sorting

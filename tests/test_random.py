@@ -1,12 +1,14 @@
 """pj.random: Threefry bits against an independent implementation, determinism, jit
 agreement and the distributions' statistics."""
+import math
+
 import ml_dtypes
 import numpy as np
 import pytest
 
 import polyjit as pj
 import polyjit.numpy as pnp
-from polyjit import random
+from polyjit import lax, random
 
 M32 = 0xFFFFFFFF
 
@@ -79,6 +81,56 @@ def test_same_key_same_bits(backend):
 def test_eager_and_jitted_samples_are_identical(backend, sample):
     k = random.key(11)
     np.testing.assert_array_equal(np.asarray(sample(k)), np.asarray(pj.jit(sample)(k)))
+
+
+@pytest.fixture(params=["numpy", "opencl", "cuda", "webgpu"])
+def every_backend(request):
+    """Each backend in turn, also without POLYJIT_TEST_BACKENDS; skipped with the reason
+    when it cannot run here."""
+    try:
+        pj.backends.get_backend(request.param)
+    except Exception as e:  # missing package or device, named
+        pytest.skip(f"backend {request.param!r} unavailable: {e}")
+    return request.param
+
+
+SEEDS_AND_SHAPES = ([0, 42, 2**40 + 7], [(5,), (2, 3), (4, 1, 3)])
+
+
+def _all_bits(keys, bit_width=32):
+    """random_bits for every (key, shape), raveled into one array: one kernel to build on a
+    compiled backend instead of nine."""
+    seeds, shapes = SEEDS_AND_SHAPES
+    return lax.concatenate([lax.reshape(random.random_bits(keys[i], s, bit_width), (math.prod(s),))
+                            for i in range(len(seeds)) for s in shapes], 0)
+
+
+def _floats(keys):
+    return [f(keys[i], (3, 4)) for i in range(len(SEEDS_AND_SHAPES[0]))
+            for f in (random.uniform, random.normal)]
+
+
+def test_same_key_same_bits_on_every_backend(every_backend):
+    seeds, shapes = SEEDS_AND_SHAPES
+    keys = np.stack([np.asarray(random.key(s)) for s in seeds])   # traced: nothing folds
+    bits = np.asarray(pj.jit(_all_bits, backend=every_backend)(keys))
+    ref = [reference_bits(seed, math.prod(s)) for seed in seeds for s in shapes]
+    assert bits.dtype == np.uint32 and bits.tolist() == [b for r in ref for b in r]
+    if every_backend != "webgpu":   # WGSL has no 64-bit integers (the backend says so)
+        words = np.asarray(pj.jit(lambda k: _all_bits(k, 64), backend=every_backend)(keys))
+        want = np.asarray(pj.jit(lambda k: _all_bits(k, 64), backend="numpy")(keys))
+        assert words.dtype == np.uint64 and words.tolist() == want.tolist()
+    # the floats made from those bits: uniform is bit manipulation and exact arithmetic (one
+    # float32 rounding at most); normal goes through log, sqrt and cos, whose float32 results
+    # may differ by a few ulps between math libraries
+    got = pj.jit(_floats, backend=every_backend)(keys)
+    want = pj.jit(_floats, backend="numpy")(keys)
+    eps = np.finfo(np.float32).eps
+    for i, (g, w) in enumerate(zip(got, want)):
+        g, w = np.asarray(g), np.asarray(w)
+        assert g.dtype == w.dtype == np.float32
+        tol = eps if i % 2 == 0 else 8 * eps
+        np.testing.assert_allclose(g, w, rtol=tol, atol=tol, err_msg=("uniform", "normal")[i % 2])
 
 
 def test_split_keys_differ(backend):

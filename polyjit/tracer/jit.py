@@ -4,6 +4,8 @@ from __future__ import annotations
 import functools
 import inspect
 
+import numpy as np
+
 from . import core
 from .core import Tracer, get_aval
 from .staging import dce_closed, inline_calls, trace_to_jaxpr
@@ -50,8 +52,17 @@ def _merge_static(static, dyn, st):
     return args
 
 
-def trace_function(fun, args, kwargs, static_argnums=()):
-    """Trace fun at the avals of (args, kwargs): (ClosedJaxpr, out_treedef, in_treedef)."""
+def _float0():
+    from ..autodiff.ad_util import float0   # imported late: autodiff is built on this module
+    return float0
+
+
+def trace_function(fun, args, kwargs, static_argnums=(), float0_outs=None):
+    """Trace fun at the avals of (args, kwargs): (ClosedJaxpr, out_treedef, in_treedef).
+
+    With a list as `float0_outs`, float0 output leaves (the zero tangents and cotangents of
+    integer values, which hold no data) are left out of the jaxpr and recorded there as
+    (leaf index, shape), for the caller to put back."""
     static, dyn, st = _split_static(args, static_argnums)
     leaves, in_tree = tree_flatten((dyn, kwargs))
     in_avals = [get_aval(x) for x in leaves]
@@ -63,17 +74,24 @@ def trace_function(fun, args, kwargs, static_argnums=()):
         out = fun(*_merge_static(static, d, st), **kw)
         out_leaves, out_tree = tree_flatten(out)
         out_tree_box.append(out_tree)
+        if float0_outs is not None:
+            drop = [i for i, x in enumerate(out_leaves)
+                    if not isinstance(x, Tracer) and getattr(x, "dtype", None) == _float0()]
+            float0_outs.extend((i, out_leaves[i].shape) for i in drop)
+            out_leaves = [x for i, x in enumerate(out_leaves) if i not in drop]
         return out_leaves
     closed = trace_to_jaxpr(flat_fun, in_avals, names)
     return closed, out_tree_box[0], in_tree
 
 
 class _Entry:
-    __slots__ = ("closed", "out_tree", "executable", "out_avals", "backend")
+    __slots__ = ("closed", "out_tree", "executable", "out_avals", "backend", "float0_outs")
 
     def wrap(self, bufs):
         be = self.backend
         outs = [Array(a, b, be) for a, b in zip(self.out_avals, bufs)]
+        for i, shape in self.float0_outs:   # ascending: each lands at its own leaf index
+            outs.insert(i, np.zeros(shape, _float0()))
         return outs[0] if self.out_tree is LEAF else tree_unflatten(self.out_tree, outs)
 
 
@@ -84,7 +102,8 @@ class Jitted:
         functools.update_wrapper(self, fun)
         self.fun = fun
         self.static_argnums = (static_argnums,) if isinstance(static_argnums, int) else tuple(static_argnums)
-        self.donate_argnums = donate_argnums   # accepted; backends with in-place updates use it
+        # compiled backends reuse donated buffers (compiled.py); the numpy backend ignores them
+        self.donate_argnums = (donate_argnums,) if isinstance(donate_argnums, int) else tuple(donate_argnums)
         self.backend = backend
         self._cache: dict = {}
         self._fast: dict = {}
@@ -115,13 +134,19 @@ class Jitted:
 
     def _compile(self, args, kwargs):
         self.trace_count += 1
-        closed, out_tree, _ = trace_function(self.fun, args, kwargs, self.static_argnums)
+        float0_outs = []
+        closed, out_tree, _ = trace_function(self.fun, args, kwargs, self.static_argnums,
+                                             float0_outs)
         closed = dce_closed(inline_calls(closed))
         entry = _Entry()
         entry.closed, entry.out_tree = closed, out_tree
+        entry.float0_outs = tuple(float0_outs)   # returned as float0 zeros, as eager does
         entry.out_avals = closed.out_avals
         entry.backend = get_backend(self.backend)
-        entry.executable = entry.backend.compile(closed)
+        donated = _donated_leaves(args, self.static_argnums, self.donate_argnums)
+        entry.executable = (entry.backend.compile(closed, donated=donated)
+                            if donated and getattr(entry.backend, "supports_donation", False)
+                            else entry.backend.compile(closed))
         return entry
 
     def lower(self, *args, **kwargs):
@@ -151,3 +176,21 @@ def make_jaxpr(fun, static_argnums=()):
     def wrapped(*args, **kwargs):
         return trace_function(fun, args, kwargs, static_argnums)[0]
     return wrapped
+
+
+def _donated_leaves(args, static_argnums, donate_argnums):
+    """Flat input positions (leaves of the dynamic positional args) that are donated."""
+    if not donate_argnums:
+        return ()
+    n = len(args)
+    static = _split_static(args, static_argnums)[0]
+    donate = {i % n for i in donate_argnums if -n <= i < n} - set(static)
+    out, k = [], 0
+    for i, a in enumerate(args):
+        if i in static:
+            continue
+        m = len(tree_flatten(a)[0])
+        if i in donate:
+            out += range(k, k + m)
+        k += m
+    return tuple(out)

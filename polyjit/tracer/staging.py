@@ -103,6 +103,11 @@ def trace_to_jaxpr(flat_fun, in_avals, arg_names=None) -> ClosedJaxpr:
 
 
 def _check_out(x):
+    from ..autodiff.ad_util import float0   # late: autodiff is built on this module
+    if not isinstance(x, Tracer) and getattr(x, "dtype", None) == float0:
+        raise TypeError(f"a float0 array of shape {x.shape} (the zero tangent or cotangent of an "
+                        "integer or boolean value) cannot be an output of a staged function; "
+                        "pj.jit returns such outputs, make_jaxpr and control-flow bodies do not")
     get_aval(x)  # raises a clear TypeError for non-array outputs
     return x
 
