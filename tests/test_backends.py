@@ -1,6 +1,8 @@
 """Backend selection (POLYJIT_BACKEND, auto-selection cuda > opencl GPU > webgpu GPU >
 numpy) and pj.devices(), with availability mocked by replacing the backends' probes and
 factories: these tests need no GPU and build no device."""
+import re
+
 import pytest
 
 import polyjit as pj
@@ -167,3 +169,21 @@ def test_auto_skips_starting_wgpu_on_a_machine_without_gpu_nodes(world, monkeypa
     assert backends.auto_backend() == "numpy"
     d = {d.backend: d for d in pj.devices()}["webgpu"]      # devices() still asks for real
     assert not d.usable and "wgpu was started" in d.reason
+
+
+def test_opencl_device_choice_by_environment(monkeypatch):
+    """POLYJIT_OPENCL_DEVICE picks the OpenCL device by type or name; a name that matches
+    nothing is an error listing the devices there are."""
+    cl = pytest.importorskip("pyopencl", reason="pyopencl runs the opencl backend")
+    from polyjit.backends.opencl_backend import OpenCLBackend, OpenCLUnavailable
+    try:
+        devs = [d for p in cl.get_platforms() for d in p.get_devices()]
+    except cl.Error as e:
+        pytest.skip(f"no OpenCL platform: {e}")
+    if not any(d.type & cl.device_type.CPU for d in devs):
+        pytest.skip("no OpenCL CPU device (PoCL: pip install pocl-binary-distribution)")
+    monkeypatch.setenv("POLYJIT_OPENCL_DEVICE", "cpu")
+    assert OpenCLBackend().device.type & cl.device_type.CPU
+    monkeypatch.setenv("POLYJIT_OPENCL_DEVICE", "no-such-device")
+    with pytest.raises(OpenCLUnavailable, match="no-such-device.*found: .*" + re.escape(devs[0].name)):
+        OpenCLBackend()

@@ -7,6 +7,8 @@ are cached in memory and on disk (keyed by source and device) under $POLYJIT_CAC
 """
 from __future__ import annotations
 
+import os
+
 import re
 
 import numpy as np
@@ -42,6 +44,24 @@ class OpenCLUnavailable(RuntimeError):
     pass
 
 
+def _pick_device(cl, devs):
+    """The first GPU, else the first device; POLYJIT_OPENCL_DEVICE=cpu, gpu or a substring of
+    a device or platform name picks another (e.g. PoCL's CPU device on a machine with a GPU)."""
+    want = os.environ.get("POLYJIT_OPENCL_DEVICE", "").strip().lower()
+    if not want:
+        gpus = [d for d in devs if d.type & cl.device_type.GPU]
+        return (gpus or devs)[0]
+    kinds = {"cpu": cl.device_type.CPU, "gpu": cl.device_type.GPU}
+    if want in kinds:
+        hits = [d for d in devs if d.type & kinds[want]]
+    else:
+        hits = [d for d in devs if want in d.name.lower() or want in d.platform.name.lower()]
+    if not hits:
+        names = ", ".join(f"{d.name} ({d.platform.name})" for d in devs)
+        raise OpenCLUnavailable(f"POLYJIT_OPENCL_DEVICE={want!r} matches no OpenCL device; found: {names}")
+    return hits[0]
+
+
 class OpenCLBackend(CompiledBackend):
     name = "opencl"
 
@@ -59,8 +79,7 @@ class OpenCLBackend(CompiledBackend):
         if not devs:
             raise OpenCLUnavailable("no OpenCL device found (install an ICD, e.g. "
                                     "pocl-binary-distribution)")
-        gpus = [d for d in devs if d.type & cl.device_type.GPU]
-        self.device = device or (gpus or devs)[0]
+        self.device = device or _pick_device(cl, devs)
         self.platform = "gpu" if self.device.type & cl.device_type.GPU else "cpu"
         self.ctx = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.ctx)
