@@ -26,22 +26,87 @@ def _fmt_shape(shape):
     return "?" if shape is None else "[" + ", ".join("?" if d is None else str(d) for d in shape) + "]"
 
 
+def _hist(counts: dict) -> str:
+    """{"F32": 61, "Q4_1": 210} -> "Q4_1 x 210, F32 x 61" (most common first)."""
+    return ", ".join(f"{k} x {n}" for k, n in sorted(counts.items(), key=lambda kv: (-kv[1], str(kv[0]))))
+
+
+def _row(lines, label, value):
+    if value not in (None, "", {}, []):
+        lines.append(f"{label + ':':<15} {value}")
+
+
+def _gguf_lines(info, lines):
+    _row(lines, "architecture", info.get("architecture"))
+    _row(lines, "name", info.get("name"))
+    for label, key in (("layers", "layers"), ("heads", "heads"), ("KV heads", "kv_heads"),
+                       ("embedding", "embedding"), ("context length", "context_length"),
+                       ("vocab size", "vocab_size")):
+        _row(lines, label, "?" if info.get(key) is None else info[key])
+    if info.get("quant_types"):
+        lines.append("quant types:")
+        for q, n in sorted(info["quant_types"].items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"  {n:6d}  {q}")
+
+
+def _tflite_lines(info, lines, max_tensors=12):
+    _row(lines, "schema version", info.get("version"))
+    _row(lines, "description", info.get("description"))
+    subs = info["subgraphs"]
+    _row(lines, "subgraphs", len(subs))
+    for i, sb in enumerate(subs):
+        name = f" {sb['name']!r}" if sb.get("name") else ""
+        lines.append(f"subgraph {i}{name}: {sb['ops']} ops, {sum(sb['tensor_types'].values())} tensors "
+                     f"({_hist(sb['tensor_types'])})")
+        for kind in ("inputs", "outputs"):
+            lines.append(f"  {kind}: " + ", ".join(f"{n} {t} {_fmt_shape(s)}" for n, s, t in sb[kind]))
+        if sb.get("sparse_tensors"):
+            lines.append(f"  sparse tensors: {sb['sparse_tensors']}")
+        if sb.get("variables"):
+            lines.append(f"  variable tensors: {sb['variables']}")
+        lines.append("  ops:" if sb["op_histogram"] else "  ops: none")
+        for op, n in sorted(sb["op_histogram"].items(), key=lambda kv: (-kv[1], kv[0])):
+            lines.append(f"    {n:6d}  {op}")
+        if sb.get("quantization"):
+            lines.append(f"  quantization: {_hist(sb['quantization'])}")
+            qt = sb.get("quantized_tensors", [])
+            for t in qt[:max_tensors]:
+                axis = f" axis {t['axis']}, {t['scales']} scales" if t["granularity"] == "per-channel" else ""
+                lines.append(f"    {t['name']}: {t['type']} {_fmt_shape(t['shape'])} {t['granularity']}{axis}"
+                             + (" (constant)" if t.get("constant") else ""))
+            if len(qt) > max_tensors:
+                lines.append(f"    ... {len(qt) - max_tensors} more")
+        else:
+            lines.append("  quantization: none (float model)")
+
+
 def format_report(info: dict) -> str:
     """A readable report of `polyjit.formats.inspect` output (any format)."""
-    lines = [f"format:    {info.get('format', '?')}"]
+    fmt = info.get("format", "?")
+    lines = [f"{'format:':<15} {fmt}"]
     for key in ("producer", "ir_version", "opsets", "graph_name"):
-        if info.get(key) not in (None, "", {}):
-            lines.append(f"{key + ':':<10} {info[key]}")
+        _row(lines, key, info.get(key))
+    if fmt == "gguf":
+        _gguf_lines(info, lines)
     if "nodes" in info:
-        lines.append(f"nodes:     {info['nodes']}")
+        _row(lines, "nodes", info["nodes"])
     if "params" in info:
-        lines.append(f"params:    {info['params']} tensors, {info.get('param_elements', 0):,} "
-                     f"elements, {_human(info.get('param_bytes', 0))}")
+        _row(lines, "params", f"{info['params']} tensors, {info.get('param_elements', 0):,} "
+                              f"elements, {_human(info.get('param_bytes', 0))}")
+    if fmt in ("safetensors", "pytorch"):
+        nbytes = info.get("bytes", info.get("param_bytes", 0))
+        _row(lines, "tensors", info.get("tensors", info.get("params", 0)))
+        _row(lines, "bytes", f"{nbytes:,} ({_human(nbytes)})")
+        _row(lines, "dtypes", _hist(info.get("dtypes", {})))
+        _row(lines, "metadata", ", ".join(f"{k}={str(v)[:60]}" for k, v in info.get("metadata", {}).items()))
     for kind in ("inputs", "outputs"):
-        lines.append(f"{kind}:")
+        if info.get(kind) or fmt not in ("safetensors", "pytorch"):
+            lines.append(f"{kind}:")
         for s in info.get(kind, []):
             lines.append(f"  {s['name']}: {s.get('dtype') or '?'} {_fmt_shape(s.get('shape'))}")
-    if info.get("op_histogram"):
+    if fmt == "tflite" and info.get("subgraphs"):
+        _tflite_lines(info, lines)
+    elif info.get("op_histogram"):
         lines.append("ops:")
         for op, n in info["op_histogram"].items():
             lines.append(f"  {n:6d}  {op}")

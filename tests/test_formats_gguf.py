@@ -1,5 +1,6 @@
 """GGUF: dequantization (polyjit ops) bit-identical to gguf.quants for every type, files
 written by the gguf package, the real SmolLM2-135M file, damaged files."""
+import os
 import subprocess
 
 import numpy as np
@@ -173,3 +174,99 @@ def test_smollm_inspect(smollm):
     assert info["architecture"] == "llama" and info["layers"] == 30
     assert (info["heads"], info["kv_heads"], info["context_length"], info["vocab_size"]) == (9, 3, 8192, 49152)
     assert info["quant_types"] == {"Q8_0": 1, "Q4_1": 210, "F32": 61}
+
+
+def test_array_count_and_reads_bounded_by_file(written):
+    """A damaged array count or string length fails at once with the offset named, instead
+    of looping over the count or reading past the end."""
+    path, _ = written
+    blob = bytearray(path.read_bytes())
+    g = gf.GGUFFile(path)
+    field = g.reader.fields["general.architecture"]          # a string: u64 length, bytes
+    at = int(field.offset) + 8 + len("general.architecture") + 4
+    blob[at:at + 8] = (1 << 40).to_bytes(8, "little")
+    with pytest.raises(FormatError, match=r"read at offset \d+ runs past the end"):
+        formats.load(bytes(blob))
+    w = gguf.GGUFWriter(str(path.parent / "arr.gguf"), "llama")
+    w.add_array("x.values", list(range(1000)))
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.close()
+    arr = bytearray((path.parent / "arr.gguf").read_bytes())
+    at = arr.index(b"x.values") + len(b"x.values") + 4 + 4  # after key, value type, item type
+    assert int.from_bytes(arr[at:at + 8], "little") == 1000
+    arr[at + 5] ^= 0x10                                      # count 1000 + 2**44
+    with pytest.raises(FormatError, match="claims 17592186045416 elements"):
+        gf.GGUFFile(bytes(arr))
+
+
+def test_llama_metadata_checked_before_building(tmp_path, rng):
+    """Hyperparameters that disagree with the tensors (or with each other) are a FormatError
+    naming the key, before anything is sized from them."""
+    def build(**over):
+        meta = dict(block_count=1, embedding_length=8, feed_forward_length=16, head_count=2,
+                    head_count_kv=1, context_length=32)
+        meta.update(over)
+        w = gguf.GGUFWriter(str(tmp_path / "l.gguf"), "llama")
+        for k, v in meta.items():
+            if v is not None:
+                w.add_uint32(f"llama.{k.replace('head_count', 'attention.head_count')}", v)
+        shapes = {"token_embd.weight": (10, 8), "output_norm.weight": (8,), "blk.0.attn_norm.weight": (8,),
+                  "blk.0.ffn_norm.weight": (8,), "blk.0.attn_q.weight": (8, 8), "blk.0.attn_k.weight": (4, 8),
+                  "blk.0.attn_v.weight": (4, 8), "blk.0.attn_output.weight": (8, 8),
+                  "blk.0.ffn_gate.weight": (16, 8), "blk.0.ffn_up.weight": (16, 8), "blk.0.ffn_down.weight": (8, 16)}
+        for n, shp in shapes.items():
+            w.add_tensor(n, rng.standard_normal(shp).astype(np.float32))
+        w.write_header_to_file()
+        w.write_kv_data_to_file()
+        w.write_tensors_to_file()
+        w.close()
+        return tmp_path / "l.gguf"
+
+    assert formats.load(build()).format == "gguf"
+    for over, msg in [(dict(block_count=2), "block_count = 2 but the file has blocks"),
+                      (dict(embedding_length=16), "embedding_length = 16 but token_embd"),
+                      (dict(head_count=3), "3 heads / 1 KV heads do not divide"),
+                      (dict(head_count=None), "lacks llama.attention.head_count"),
+                      (dict(block_count=1 << 31), r"block_count = 2147483648 is not a count in 1\.\.2\*\*31-1"),
+                      (dict(feed_forward_length=12), r"'blk.0.ffn_gate.weight' has shape \[16, 8\]")]:
+        with pytest.raises(FormatError, match=msg):
+            formats.load(build(**over))
+
+
+def test_fuzz_smollm_header_through_load(tmp_path):
+    """Byte flips in the real SmolLM2 header (hyperparameters, tokenizer arrays, tensor
+    infos) written over a copy of the file, and truncated copies of its first MB past the
+    header, through formats.load (lazily: raw blocks, no dequantization)."""
+    import shutil
+    from polyjit.formats._fuzz import fuzz_loads
+    src = smollm_path()
+    g = gf.GGUFFile(src)
+    start = int(g.reader.data_offset)
+    small_kv_end = int(g.reader.fields["tokenizer.ggml.tokens"].offset)   # scalars before the vocab
+    infos = int(min(t.field.offset for t in g.reader.tensors))
+    del g
+    work, cut = tmp_path / "m.gguf", tmp_path / "cut.gguf"
+    shutil.copyfile(src, work)
+    size = work.stat().st_size
+    with open(src, "rb") as f:
+        blob = f.read(start + (1 << 20))
+    fd = os.open(work, os.O_RDWR)
+
+    def load(data):
+        if len(data) < len(blob):                    # a truncated copy
+            cut.write_bytes(data)
+            return formats.load(cut, dequantize_now=False)
+        os.pwrite(fd, data[:start], 0)               # a damaged header over the real file
+        try:
+            return formats.load(work, dequantize_now=False)
+        finally:
+            os.pwrite(fd, blob[:start], 0)
+
+    try:
+        stats = fuzz_loads(blob, load, seconds=12, seed=3, name="SmolLM2 header",
+                           positions=[(0, small_kv_end), (infos, start), (0, start)],
+                           mem_limit=4 * size + (64 << 20), slow_factor=4)
+    finally:
+        os.close(fd)
+    assert stats["iterations"] >= 5 and stats["format_errors"] > 0, stats

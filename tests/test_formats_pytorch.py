@@ -185,3 +185,33 @@ def test_fuzz_truncations_and_flips_raise_only_format_error(tmp_path, rng):
             ptf.load_state_dict(bytes(data))
         except FormatError:
             pass
+
+
+@pytest.mark.parametrize("name", ["tiny.pth", "pnet.pt"])
+def test_fuzz_real_checkpoints_through_load(name):
+    """Truncations and byte flips of the real checkpoints (tiny.pth: zip; pnet.pt: legacy
+    pickle stream) through formats.load: only FormatError, bounded time and memory."""
+    from polyjit.formats._fuzz import fuzz_loads
+    blob = _fetch(name).read_bytes()
+    stats = fuzz_loads(blob, formats.load, seconds=4, seed=11, name=name)
+    assert stats["iterations"] >= 20 and stats["format_errors"] > 0, stats
+
+
+def test_fuzz_real_zip_pickle_with_valid_crc():
+    """The zip's CRCs catch flips in its members, so flip tiny.pth's data.pkl and re-zip it:
+    the restricted unpickler itself sees the damage."""
+    from polyjit.formats._fuzz import fuzz_loads
+    with zipfile.ZipFile(_fetch("tiny.pth")) as z:
+        members = {n: z.read(n) for n in z.namelist()}
+    pkl = next(n for n in members if n.endswith("/data.pkl"))
+
+    def load(data):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as z:
+            for n, raw in members.items():
+                z.writestr(n, data if n == pkl else raw)
+        return formats.load(buf.getvalue())
+
+    stats = fuzz_loads(members[pkl], load, seconds=4, seed=12, name="tiny.pth data.pkl",
+                       mem_limit=8 * sum(map(len, members.values())) + (64 << 20))
+    assert stats["iterations"] >= 20 and stats["format_errors"] > 0 and stats["loaded"] > 0, stats

@@ -203,6 +203,69 @@ def test_single_float_op_matches_litert(case, rng):
     _compare(blob, xs)
 
 
+def _ints(rng, *shape):
+    return rng.integers(-50, 50, shape).astype(np.int32)
+
+
+TT = {np.float32: 0, np.int32: 2, np.uint8: 3, np.bool_: 6}   # tflite.TensorType codes
+I32 = lambda *v: np.array(v, np.int32)  # noqa: E731
+# name -> (op, input shape, output shape, options table, options, constant inputs,
+#          input dtype, output dtype, exact)
+SHAPE_CASES = {
+    "padv2_value": ("PADV2", (1, 3, 4, 2), (1, 5, 7, 2), None, None,
+                    [np.array([[0, 0], [1, 1], [2, 1], [0, 0]], np.int32), np.array([1.5], np.float32)],
+                    np.float32, np.float32, True),
+    "padv2_int": ("PADV2", (2, 3), (4, 6), None, None, [np.array([[1, 1], [0, 3]], np.int32),
+                                                        np.array([-7], np.int32)], np.int32, np.int32, True),
+    "slice_minus_one": ("SLICE", (3, 5, 4), (2, 5, 2), "SliceOptions", {}, [I32(1, 0, 1), I32(2, -1, 2)],
+                        np.float32, np.float32, True),
+    "squeeze_dims": ("SQUEEZE", (1, 3, 1, 4), (1, 3, 4), "SqueezeOptions", dict(squeeze_dims=[2]), [],
+                     np.float32, np.float32, True),
+    "squeeze_all": ("SQUEEZE", (1, 3, 1, 4), (3, 4), "SqueezeOptions", {}, [], np.float32, np.float32, True),
+    "expand_dims": ("EXPAND_DIMS", (3, 4), (3, 1, 4), "ExpandDimsOptions", {}, [I32(1)],
+                    np.float32, np.float32, True),
+    "expand_dims_neg": ("EXPAND_DIMS", (3, 4), (3, 4, 1), "ExpandDimsOptions", {}, [np.array(-1, np.int32)],
+                        np.int32, np.int32, True),
+    "reshape_tensor": ("RESHAPE", (2, 3, 4), (4, 6), "ReshapeOptions", {}, [I32(-1, 6)],
+                       np.float32, np.float32, True),
+    "reshape_option": ("RESHAPE", (2, 3, 4), (6, 2, 2), "ReshapeOptions", dict(new_shape=[6, 2, 2]), [],
+                       np.float32, np.float32, True),
+    "sum": ("SUM", (2, 4, 5), (4,), "ReducerOptions", dict(keep_dims=False), [I32(0, 2)],
+            np.float32, np.float32, False),
+    "sum_keepdims_int": ("SUM", (2, 4, 5), (1, 4, 1), "ReducerOptions", dict(keep_dims=True), [I32(0, 2)],
+                         np.int32, np.int32, True),
+    "cast_f32_i32": ("CAST", (3, 7), (3, 7), "CastOptions", dict(in_data_type=0, out_data_type=2), [],
+                     np.float32, np.int32, True),
+    "cast_i32_f32": ("CAST", (3, 7), (3, 7), "CastOptions", dict(in_data_type=2, out_data_type=0), [],
+                     np.int32, np.float32, True),
+    "cast_f32_u8": ("CAST", (3, 7), (3, 7), "CastOptions", dict(in_data_type=0, out_data_type=3), [],
+                    np.float32, np.uint8, True),
+    "cast_bool_f32": ("CAST", (3, 7), (3, 7), "CastOptions", dict(in_data_type=6, out_data_type=0), [],
+                      np.bool_, np.float32, True),
+}
+
+
+@pytest.mark.parametrize("case", sorted(SHAPE_CASES))
+def test_single_shape_sum_cast_op_matches_litert(case, rng):
+    op, shape, out_shape, opt_name, options, consts, in_dt, out_dt, exact = SHAPE_CASES[case]
+    blob = _single(op, [shape], out_shape, opt_name, options, consts, out_dtype=out_dt, in_dtype=in_dt)
+    if in_dt == np.int32:
+        x = _ints(rng, *shape)
+    elif in_dt == np.bool_:
+        x = rng.random(shape) > 0.5
+    elif out_dt == np.uint8:
+        x = rng.uniform(0, 255, shape).astype(np.float32)          # in range: truncation toward 0
+    else:
+        x = (R(rng, *shape) * 40).astype(np.float32)               # fractions of both signs
+    got = _as_list(formats.load(blob)(x))[0]
+    want = _litert(blob, [x])[0]
+    assert got.dtype == want.dtype == out_dt and got.shape == want.shape == out_shape, (got.dtype, got.shape)
+    if exact:
+        np.testing.assert_array_equal(got, want)
+    else:
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+
+
 def test_split_and_split_v(rng):
     n = Net()
     x = n.tensor((4, 6))
@@ -347,6 +410,32 @@ def test_fuzz_truncations_and_flips_raise_only_format_error(rng):
             tfl.TFLiteFile(bytes(data))
         except FormatError:
             pass
+
+
+def _structure(blob):
+    """Byte offsets outside the weight buffers (tables, vtables, vectors of the flatbuffer):
+    flips there exercise the parser, flips in weights only change numbers."""
+    import tflite
+    m = tflite.Model.GetRootAsModel(blob, 0)
+    mask = np.ones(len(blob), bool)
+    for i in range(m.BuffersLength()):
+        b = m.Buffers(i)
+        o = b._tab.Offset(4)
+        if o:
+            start = b._tab.Vector(o)
+            mask[start:start + b._tab.VectorLen(o)] = False
+    return np.flatnonzero(mask)
+
+
+@pytest.mark.parametrize("name", ["face_detection_short_range", "pose_detection", "hey_jarvis"])
+def test_fuzz_real_files_through_load(name):
+    """Truncations and byte flips of real models (FP16 weights, sparse weights, three
+    subgraphs with IF) through formats.load: only FormatError, bounded time and memory."""
+    from polyjit.formats._fuzz import fuzz_loads
+    blob = _fetch(name).read_bytes()
+    stats = fuzz_loads(blob, formats.load, seconds=4, seed=7, name=name,
+                       positions=[_structure(blob), _structure(blob), (0, len(blob))])
+    assert stats["iterations"] >= 5 and stats["format_errors"] > 0, stats
 
 
 QUANT_UNARY = {   # op -> (options table, options, output scale, output zero point, input shape, out shape)

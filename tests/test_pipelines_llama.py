@@ -71,11 +71,47 @@ def hf(path):
     return _hf_reference(path)
 
 
-def test_tokenizer_matches_hugging_face(model, hf):
+def _hf_tokenizer_reference(path):
+    """Hugging Face's tokenizer alone (seconds, not the model's minute), cached like
+    `_hf_reference`: encodings of STRINGS, their decodes, and the decode of every prefix of
+    their ids (some end inside a multi-byte character)."""
+    transformers = pytest.importorskip("transformers", reason="transformers is the reference (test-only)")
+    key = hashlib.sha256(json.dumps(["tokenizer-v3", SMOLLM[2], STRINGS, transformers.__version__])
+                         .encode()).hexdigest()[:16]
+    cached = CACHE / "refs" / f"smollm2-hf-tok-{key}.npz"
+    if cached.exists():
+        z = np.load(cached, allow_pickle=False)
+        return {k: z[k] for k in z.files}
+    from transformers import AutoTokenizer
+    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+    out = {}
+    for i, s in enumerate(STRINGS):
+        ids = tok.encode(s, add_special_tokens=False)
+        out[f"enc{i}"] = np.array(ids, np.int64)
+        out[f"dec{i}"] = np.array(tok.decode(ids))
+        out[f"prefixes{i}"] = np.array([tok.decode(ids[:n]) for n in range(1, len(ids))], dtype=str)
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cached, **out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def hf_tok(path):
+    return _hf_tokenizer_reference(path)
+
+
+def test_tokenizer_matches_hugging_face(model, hf_tok):
     tok = model.tokenizer
     for i, s in enumerate(STRINGS):
-        assert tok.encode(s) == hf[f"enc{i}"].tolist(), s
-        assert tok.decode(tok.encode(s)) == s
+        hf_ids = hf_tok[f"enc{i}"].tolist()
+        assert tok.encode(s) == hf_ids, s
+        # decode of Hugging Face's ids equals Hugging Face's decode of them (special tokens
+        # kept, as HF does by default), and gives the string back
+        assert tok.decode(hf_ids) == str(hf_tok[f"dec{i}"]) == s, s
+        # so does every prefix of the ids, also those ending inside a multi-byte character
+        want = hf_tok[f"prefixes{i}"].tolist()
+        assert [tok.decode(hf_ids[:n]) for n in range(1, len(hf_ids))] == want, s
+    assert sum("\ufffd" in p for i in range(len(STRINGS)) for p in hf_tok[f"prefixes{i}"].tolist()) >= 3
 
 
 def test_logits_match_transformers(model, hf):

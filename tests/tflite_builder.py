@@ -6,6 +6,7 @@ import numpy as np
 import tflite
 
 OPT_SLOTS = {  # options table -> {field: (slot, kind)}; kinds: b(yte) i(nt32) f(loat) B(ool) s(tring)
+    #              v (vector of int32)
     "Conv2DOptions": {"padding": (0, "b"), "stride_w": (1, "i"), "stride_h": (2, "i"), "act": (3, "b"),
                       "dilation_w": (4, "i"), "dilation_h": (5, "i")},
     "DepthwiseConv2DOptions": {"padding": (0, "b"), "stride_w": (1, "i"), "stride_h": (2, "i"),
@@ -28,7 +29,9 @@ OPT_SLOTS = {  # options table -> {field: (slot, kind)}; kinds: b(yte) i(nt32) f
     "VarHandleOptions": {"container": (0, "s"), "shared_name": (1, "s")},
     "CallOnceOptions": {"init_subgraph_index": (0, "i")}, "MirrorPadOptions": {"mode": (0, "b")},
     "CumsumOptions": {"exclusive": (0, "B"), "reverse": (1, "B")},
-    "SqueezeOptions": {}, "ReshapeOptions": {}, "TransposeOptions": {}, "PadOptions": {},
+    "SqueezeOptions": {"squeeze_dims": (0, "v")}, "ReshapeOptions": {"new_shape": (0, "v")},
+    "CastOptions": {"in_data_type": (0, "b"), "out_data_type": (1, "b")}, "PadV2Options": {},
+    "TransposeOptions": {}, "PadOptions": {},
     "MaximumMinimumOptions": {}, "HardSwishOptions": {}, "QuantizeOptions": {}, "DequantizeOptions": {},
     "GeluOptions": {"approximate": (0, "B")}, "ExpandDimsOptions": {}, "SliceOptions": {},
     "TileOptions": {}, "ArgMaxOptions": {"output_type": (0, "b")}, "BatchMatMulOptions": {},
@@ -160,6 +163,8 @@ class Net:
     def _options(b, opt_name, values):
         slots = OPT_SLOTS[opt_name]
         strings = {k: b.CreateString(v) for k, v in values.items() if slots[k][1] == "s"}
+        strings.update({k: b.CreateNumpyVector(np.asarray(v, np.int32).reshape(-1))
+                        for k, v in values.items() if slots[k][1] == "v"})
         b.StartObject(max([s for s, _ in slots.values()], default=-1) + 1)
         for k, v in values.items():
             slot, kind = slots[k]

@@ -213,8 +213,9 @@ class GGUFFile:
             raise ImportError("reading GGUF needs the `gguf` package (pip install polyjit[formats])") from e
         try:
             self.reader = _checked_reader(gguf)(self.path)
-        except FormatError:
-            raise
+        except FormatError as e:
+            raise FormatError(f"gguf: cannot parse the header of the {self.size}-byte file: "
+                              f"{str(e).removeprefix('gguf: ')}") from None
         except Exception as e:   # the reader raises assorted errors on damaged headers
             raise FormatError(f"gguf: cannot parse the header of the {self.size}-byte file: "
                               f"{type(e).__name__}: {e}") from None
@@ -243,7 +244,9 @@ class GGUFFile:
         shape = tuple(int(d) for d in reversed(t.shape))
         if qtype in BLOCKS:
             bs, ts = BLOCKS[qtype]
-            n = int(np.prod(shape, dtype=np.int64))
+            n = 1
+            for d in shape:
+                n *= d                      # Python ints: a damaged dim must not overflow
             if n % bs:
                 raise FormatError(f"gguf: tensor {t.name!r} has {n} values, not whole {qtype} blocks")
             want = n // bs * ts
@@ -275,10 +278,44 @@ class GGUFFile:
 
 
 def _checked_reader(gguf):
-    """GGUFReader that checks each tensor's extent against the file before mapping it, so a
-    truncated file names the tensor and offset instead of failing inside a reshape."""
+    """GGUFReader that bounds every read by the file: a read past the end, an array whose
+    count cannot fit in the bytes left, or a tensor whose extent runs past the end raises a
+    `FormatError` naming the offset (instead of looping over a corrupt count or failing
+    inside a reshape). Reads go through a plain ndarray view of the memory map, which is
+    also ~4x faster than indexing the np.memmap itself."""
+
+    # fewest bytes one element of each value type takes (arrays: type + count)
+    min_size = {int(t): 8 if t == gguf.GGUFValueType.STRING else 12 if t == gguf.GGUFValueType.ARRAY
+                else np.dtype(gguf.GGUFReader.gguf_scalar_to_np.get(t, np.uint8)).itemsize
+                for t in gguf.GGUFValueType}
 
     class CheckedReader(gguf.GGUFReader):
+        def _get(self, offset, dtype, count=1, override_order=None):
+            plain = self.__dict__.get("_plain")
+            if plain is None:
+                plain = self._plain = self.data.view(np.ndarray)
+            dt = np.dtype(dtype)
+            count = int(count)
+            end = int(offset) + dt.itemsize * count
+            if count < 0 or end > len(plain):
+                raise FormatError(f"gguf: a {count}-element {dt.name} read at offset {offset} runs "
+                                  f"past the end of the {len(plain)}-byte file (truncated or damaged)")
+            arr = plain[int(offset):end].view(dt)
+            return arr.view(arr.dtype.newbyteorder(self.byte_order if override_order is None
+                                                   else override_order))
+
+        def _get_field_parts(self, orig_offs, raw_type):
+            if int(raw_type) == int(gguf.GGUFValueType.ARRAY):
+                itype = int(self._get(orig_offs, np.uint32)[0])
+                count = int(self._get(orig_offs + 4, np.uint64)[0])
+                left = len(self.data) - orig_offs - 12
+                if itype not in min_size:
+                    raise FormatError(f"gguf: array at offset {orig_offs} has unknown element type {itype}")
+                if count * min_size[itype] > left:
+                    raise FormatError(f"gguf: array at offset {orig_offs} claims {count} elements, more "
+                                      f"than the {left} bytes left in the file hold")
+            return super()._get_field_parts(orig_offs, raw_type)
+
         def _build_tensors(self, start_offs, fields):
             size = len(self.data)
             for field in fields:
@@ -314,6 +351,62 @@ def _arch_value(meta, key, default=None):
     return meta.get(f"{arch}.{key}", default)
 
 
+def _check_llama(g: GGUFFile):
+    """The hyperparameters a LLaMA-family model is built from, checked against each other and
+    the tensor shapes before anything is sized from them (a damaged count must not size an
+    allocation or a loop)."""
+    meta = g.metadata
+    arch = meta.get("general.architecture")
+
+    def count(key, default=None):
+        v = _arch_value(meta, key, default)
+        if v is None:
+            raise FormatError(f"gguf: {arch} metadata lacks {arch}.{key}")
+        if isinstance(v, bool) or not isinstance(v, (int, np.integer)) or not 0 < int(v) < 1 << 31:
+            raise FormatError(f"gguf: {arch}.{key} = {v!r:.60} is not a count in 1..2**31-1")
+        return int(v)
+
+    def shape(name, want):
+        if name in g.tensors and g.shape(name) != want:
+            raise FormatError(f"gguf: tensor {name!r} has shape {list(g.shape(name))}, the metadata "
+                              f"implies {list(want)}")
+
+    emb = g.shape("token_embd.weight")
+    if len(emb) != 2:
+        raise FormatError(f"gguf: token_embd.weight has shape {list(emb)}, not (vocab, dim)")
+    vocab, dim = emb
+    if count("embedding_length") != dim:
+        raise FormatError(f"gguf: {arch}.embedding_length = {_arch_value(meta, 'embedding_length')} but "
+                          f"token_embd.weight has {dim} columns")
+    heads = count("attention.head_count")
+    kv = count("attention.head_count_kv", heads)
+    layers, ffn = count("block_count"), count("feed_forward_length")
+    count("context_length", 2048)
+    if dim % heads or heads % kv:
+        raise FormatError(f"gguf: {heads} heads / {kv} KV heads do not divide the {dim}-wide embedding")
+    head_dim = dim // heads
+    rope = _arch_value(meta, "rope.dimension_count", 0) or 0
+    if isinstance(rope, bool) or not isinstance(rope, (int, np.integer)) or not 0 <= rope <= head_dim:
+        raise FormatError(f"gguf: {arch}.rope.dimension_count = {rope!r:.60} does not fit the "
+                          f"{head_dim}-wide heads")
+    for key in ("rope.freq_base", "attention.layer_norm_rms_epsilon", "rope.scaling.factor"):
+        v = _arch_value(meta, key)
+        if v is not None and (isinstance(v, (str, list)) or not np.isfinite(float(v)) or float(v) <= 0):
+            raise FormatError(f"gguf: {arch}.{key} = {v!r:.60} is not a positive number")
+    blocks = {int(k.split(".")[1]) for k in g.tensors if k.startswith("blk.") and k.split(".")[1].isdigit()}
+    if blocks != set(range(layers)):
+        raise FormatError(f"gguf: {arch}.block_count = {layers} but the file has blocks "
+                          f"{sorted(blocks)[:4]}...{sorted(blocks)[-2:]} ({len(blocks)} of them)")
+    for name, want in (("output_norm.weight", (dim,)), ("output.weight", (vocab, dim))):
+        shape(name, want)
+    for i in range(layers):
+        for name, want in (("attn_norm", (dim,)), ("ffn_norm", (dim,)), ("attn_q", (dim, dim)),
+                           ("attn_k", (kv * head_dim, dim)), ("attn_v", (kv * head_dim, dim)),
+                           ("attn_output", (dim, dim)), ("ffn_gate", (ffn, dim)),
+                           ("ffn_up", (ffn, dim)), ("ffn_down", (dim, ffn))):
+            shape(f"blk.{i}.{name}.weight", want)
+
+
 def load(src, dequantize_now=True, **options) -> Model:
     """A Model: a LLaMA-family decoder when the architecture is one we know, otherwise the
     weights (float32, or raw blocks with dequantize_now=False) with an identity fn."""
@@ -321,7 +414,15 @@ def load(src, dequantize_now=True, **options) -> Model:
     arch = g.metadata.get("general.architecture")
     if arch in ("llama", "smollm", "mistral", "qwen2") and "token_embd.weight" in g.tensors:
         from ..pipelines.llama import LlamaModel
-        return LlamaModel.from_gguf(g, dequantize_now=dequantize_now, **options).as_model()
+        _check_llama(g)
+        try:
+            return LlamaModel.from_gguf(g, dequantize_now=dequantize_now, **options).as_model()
+        except FormatError:
+            raise
+        except (KeyError, TypeError, ValueError, IndexError, ZeroDivisionError, OverflowError,
+                NotImplementedError, UnicodeError) as e:
+            raise FormatError(f"gguf: the {arch} model in this file is inconsistent: "
+                              f"{type(e).__name__}: {e}") from None
     params = {k: g.get(k, dequantize_now) for k in g.tensors}
     return Model(fn=lambda p, *a: p, params=params, format="gguf", metadata=g.metadata,
                  outputs=[TensorSpec(k, g.shape(k), g.qtype(k)) for k in g.tensors])

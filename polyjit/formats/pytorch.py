@@ -20,6 +20,7 @@ import os
 import pickle
 import pickletools
 import struct
+import warnings
 import zipfile
 
 import numpy as np
@@ -135,10 +136,12 @@ def _check_opcodes(f):
     index (a 1.4e9 index in a damaged file costs 11 GB)."""
     start = f.tell()
     try:
-        for n, (opcode, arg, _) in enumerate(pickletools.genops(f)):
-            if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > 2 * n + 64:
-                raise FormatError(f"pytorch: damaged pickle: memo index {arg} at opcode {n} "
-                                  f"(offset {f.tell()})")
+        with warnings.catch_warnings():      # a damaged STRING opcode warns about its escapes
+            warnings.simplefilter("ignore", DeprecationWarning)
+            for n, (opcode, arg, _) in enumerate(pickletools.genops(f)):
+                if opcode.name in ("PUT", "BINPUT", "LONG_BINPUT") and int(arg) > 2 * n + 64:
+                    raise FormatError(f"pytorch: damaged pickle: memo index {arg} at opcode {n} "
+                                      f"(offset {f.tell()})")
     except FormatError:
         raise
     except Exception as e:   # ValueError etc. from damaged opcodes
@@ -174,8 +177,8 @@ def _as_storage(raw: bytes, dtype, numel, key, big_endian=False):
 def _load_zip(src):
     try:
         z = zipfile.ZipFile(io.BytesIO(src) if isinstance(src, bytes) else os.fspath(src))
-    except (zipfile.BadZipFile, OSError, ValueError) as e:
-        raise FormatError(f"pytorch: not a readable zip archive: {e}") from None
+    except (zipfile.BadZipFile, OSError, ValueError, EOFError, NotImplementedError, struct.error) as e:
+        raise FormatError(f"pytorch: not a readable zip archive: {type(e).__name__}: {e}") from None
     with z:
         names = z.namelist()
         pkl = [n for n in names if n.endswith("/data.pkl") and n.count("/") == 1]

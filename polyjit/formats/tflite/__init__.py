@@ -126,13 +126,17 @@ class TFLiteFile:
             op.inputs = [int(t) for t in (o.InputsAsNumpy() if o.InputsLength() else [])]
             op.outputs = [int(t) for t in (o.OutputsAsNumpy() if o.OutputsLength() else [])]
             for t in op.inputs + op.outputs:
-                if t >= len(tensors):
+                if not -1 <= t < len(tensors) or (t < 0 and t in op.outputs):   # -1: an omitted input
                     raise FormatError(f"tflite: operator {i} ({op.name}) refers to tensor {t} of {len(tensors)}")
             op.options = self._options(tfl, o)
             op.custom_options = o.CustomOptionsAsNumpy().tobytes() if o.CustomOptionsLength() else b""
             ops.append(op)
         ins = [int(t) for t in (g.InputsAsNumpy() if g.InputsLength() else [])]
         outs = [int(t) for t in (g.OutputsAsNumpy() if g.OutputsLength() else [])]
+        for kind, ids in (("input", ins), ("output", outs)):
+            for t in ids:
+                if not 0 <= t < len(tensors):
+                    raise FormatError(f"tflite: subgraph {kind} refers to tensor {t} of {len(tensors)}")
         return Subgraph((g.Name() or b"").decode("utf-8", "replace"), tensors, ops, ins, outs)
 
     def _tensor(self, tfl, t, i):
@@ -197,61 +201,62 @@ class TFLiteFile:
 
 def _densify(x, values):
     """A dense array from TFLite's sparse format (dimension metadata: DENSE or CSR per
-    traversal dimension, with traversal order and block map)."""
+    traversal dimension, with traversal order and block map). Vectorized level by level:
+    each level expands the positions reached so far, so the work is bounded by the number
+    of stored values and the dense size, both checked against the buffer first."""
     sp = x.sparsity
-    order = sp.TraversalOrderAsNumpy().tolist()
+    order = sp.TraversalOrderAsNumpy().tolist() if sp.TraversalOrderLength() else []
     block_map = sp.BlockMapAsNumpy().tolist() if sp.BlockMapLength() else []
     dims = [sp.DimMetadata(i) for i in range(sp.DimMetadataLength())]
     rank = len(x.shape)
-    # sizes of every traversal dimension: the original dims then the block dims
-    sizes = []
-    for i, d in enumerate(dims):
-        sizes.append(d.DenseSize() if d.Format() == 0 else None)
-    block_sizes = [dims[rank + k].DenseSize() for k in range(len(block_map))]
     dense_shape = list(x.shape)
     n_dense = int(np.prod(dense_shape, dtype=object))
-    dense_walk = int(np.prod([s for s in sizes if s is not None], dtype=object))
-    if n_dense > max(1 << 26, 256 * len(values)) or dense_walk > n_dense or len(dims) < rank:
+    n_vals = len(values)
+    limit = 16 * n_vals + 4096          # positions any level may reach
+    if (n_dense > max(64 * n_vals, 1 << 20) or len(dims) < rank or len(dims) != len(order)
+            or len(dims) != rank + len(block_map) or sorted(order) != list(range(len(dims)))
+            or any(not 0 <= b < rank for b in block_map) or any(d < 0 for d in dense_shape)):
         # a damaged shape or dense size must not size an allocation or a loop
         raise FormatError(f"tflite: sparse tensor {x.name!r}: shape {dense_shape} does not fit its "
-                          f"{len(values)} stored values / metadata")
-    out = np.zeros(n_dense, x.dtype)
-    coords = [0] * len(dims)
-    pos = [0]
-
-    def seg(d):
-        meta = dims[d]
-        return (_index_vector(meta.ArraySegments(), meta.ArraySegmentsType()),
-                _index_vector(meta.ArrayIndices(), meta.ArrayIndicesType()))
-
-    segs = {d: seg(d) for d in range(len(dims)) if dims[d].Format() == 1}
-
-    def place(level, prev):
-        if level == len(dims):
-            idx = [0] * rank
-            for t, dim in enumerate(order):
-                if dim < rank:
-                    idx[dim] += coords[t] * (block_sizes[block_map.index(dim)] if dim in block_map else 1)
-                else:
-                    idx[block_map[dim - rank]] += coords[t]
-            flat = np.ravel_multi_index(idx, dense_shape)
-            out[flat] = values[pos[0]]
-            pos[0] += 1
-            return
-        d = level                 # dim_metadata is listed in traversal order
-        if dims[d].Format() == 0:
-            n = sizes[d]
-            for c in range(n):
-                coords[level] = c
-                place(level + 1, prev * n + c)
+                          f"{n_vals} stored values / metadata")
+    block_sizes = [dims[rank + k].DenseSize() for k in range(len(block_map))]
+    prev = np.zeros(1, np.int64)       # the index each position passes to the next level
+    coords = []                        # per level: the coordinate of every position
+    for d, meta in enumerate(dims):
+        if meta.Format() == 0:         # DENSE
+            n = int(meta.DenseSize())
+            if n < 0 or len(prev) * n > limit:
+                raise FormatError(f"tflite: sparse tensor {x.name!r}: dense size {n} at level {d} "
+                                  f"does not fit its {n_vals} stored values")
+            coords = [np.repeat(c, n) for c in coords] + [np.tile(np.arange(n, dtype=np.int64), len(prev))]
+            prev = (np.repeat(prev, n) * n + coords[-1]) if n else prev[:0]
+        else:                          # SPARSE_CSR
+            segments = _index_vector(meta.ArraySegments(), meta.ArraySegmentsType())
+            indices = _index_vector(meta.ArrayIndices(), meta.ArrayIndicesType())
+            if len(prev) and (prev.max() + 1 >= len(segments)):
+                raise FormatError(f"tflite: sparse tensor {x.name!r}: level {d} has {len(segments)} "
+                                  f"segments, position {int(prev.max())} needs more")
+            starts, stops = segments[prev], segments[prev + 1]
+            counts = stops - starts
+            total = int(counts.sum()) if len(counts) else 0
+            if (counts < 0).any() or (len(stops) and stops.max() > len(indices)) or total > limit:
+                raise FormatError(f"tflite: sparse tensor {x.name!r}: inconsistent segments at level {d}")
+            k = np.repeat(starts - np.concatenate([[0], np.cumsum(counts)[:-1]]), counts) + np.arange(total)
+            coords = [np.repeat(c, counts) for c in coords] + [indices[k]]
+            prev = k
+    n_leaves = len(prev)
+    if n_leaves > n_vals:
+        raise FormatError(f"tflite: sparse tensor {x.name!r}: metadata places {n_leaves} values, the "
+                          f"buffer holds {n_vals}")
+    idx = [np.zeros(n_leaves, np.int64) for _ in range(rank)]
+    for t, dim in enumerate(order):
+        if dim < rank:
+            idx[dim] += coords[t] * (block_sizes[block_map.index(dim)] if dim in block_map else 1)
         else:
-            segments, indices = segs[d]
-            for k in range(int(segments[prev]), int(segments[prev + 1])):
-                coords[level] = int(indices[k])
-                place(level + 1, k)
-
+            idx[block_map[dim - rank]] += coords[t]
+    out = np.zeros(n_dense, x.dtype)
     try:
-        place(0, 0)
+        out[np.ravel_multi_index(idx, dense_shape)] = values[:n_leaves]
     except (IndexError, ValueError) as e:
         raise FormatError(f"tflite: sparse tensor {x.name!r} has inconsistent metadata: {e}") from None
     return out.reshape(dense_shape)
@@ -478,8 +483,14 @@ def inspect(src) -> dict:
         types = Counter(t.type for t in sub.tensors)
         quant = Counter(("per-channel" if len(t.scale) > 1 else "per-tensor") + f" {t.type}"
                         for t in sub.tensors if t.scale is not None)
+        qtensors = [{"name": t.name, "type": t.type, "shape": list(t.shape),
+                     "granularity": "per-channel" if len(t.scale) > 1 else "per-tensor",
+                     "axis": int(t.qdim) if len(t.scale) > 1 else None, "scales": len(t.scale),
+                     "constant": t.data is not None}
+                    for t in sub.tensors if t.scale is not None]
         subs.append({"name": sub.name, "ops": len(sub.ops), "op_histogram": dict(hist),
                      "tensor_types": dict(types), "quantization": dict(quant),
+                     "quantized_tensors": qtensors,
                      "sparse_tensors": sum(t.sparsity is not None for t in sub.tensors),
                      "variables": sum(t.is_variable for t in sub.tensors),
                      "inputs": [(sub.tensors[i].name, list(sub.tensors[i].signature), sub.tensors[i].type) for i in sub.inputs],

@@ -333,7 +333,11 @@ def _pad(ctx, ins, o):
     x = _f(ins[0])
     pads = [(int(a), int(b)) for a, b in ctx.static(ins[1], "paddings")]
     value = ins[2] if len(ins) > 2 and ins[2] is not None else 0
-    return pnp.pad(x, pads, constant_values=ctx.static(value).reshape(()) if not np.isscalar(value) else value)
+    if np.isscalar(value) or isinstance(value, np.ndarray):
+        return pnp.pad(x, pads, constant_values=np.asarray(value).reshape(()))
+    # a float constant value is a param (traced): fill the border through a static mask
+    border = np.pad(np.zeros(x.shape, bool), pads, constant_values=True)
+    return pnp.where(border, pnp.reshape(pnp.asarray(value), ()).astype(x.dtype), pnp.pad(x, pads))
 
 
 @op("MIRROR_PAD")
