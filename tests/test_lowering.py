@@ -624,3 +624,27 @@ def test_conv_implicit_gemm_with_epilogue_vs_float64(cl, rng, name):
     assert len(ks) == 1 and ks[0].gemm is not None      # conv, bias and relu: one GEMM
     ref = np.asarray(pj.jit(f, backend="numpy")(*(a.astype(np.float64) for a in (x, w, b))))
     _assert_rel(jf(x, w, b), ref, 1e-4)
+
+
+def test_storage_only_dtypes_are_host_steps_holding_bytes_on_the_device(cl, rng):
+    """float8/int4 values have no device arithmetic: their equations run on the host
+    (numpy reference), the device holds their bytes, and the float work around them still
+    fuses into kernels; the stored bytes equal the numpy backend's exactly."""
+    import ml_dtypes
+    from polyjit import lax
+
+    def f(x):
+        q = lax.convert_element_type(x * 3.0, ml_dtypes.float8_e4m3fn)
+        i = lax.convert_element_type(pnp.clip(x * 4.0, -8, 7), ml_dtypes.int4)
+        back = lax.convert_element_type(q, np.float32) + lax.convert_element_type(i, np.float32)
+        return pnp.tanh(back), q
+
+    x = _rand(rng, 5, 7)
+    y, q = pj.jit(f)(x)
+    with backends.using("numpy"):
+        y_ref, q_ref = pj.jit(f)(x)
+    assert np.asarray(q).dtype == ml_dtypes.float8_e4m3fn
+    np.testing.assert_array_equal(np.asarray(q).view(np.uint8), np.asarray(q_ref).view(np.uint8))
+    np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-6, atol=1e-7)
+    exe = pj.jit(f).lower(x).executable
+    assert len(exe.host_steps) >= 3 and len(exe.kernels) >= 1

@@ -102,14 +102,16 @@ class OpenCLBackend(CompiledBackend):
     def put(self, x, aval):
         host = np.ascontiguousarray(np.asarray(x, dtype=aval.dtype))
         buf = self.alloc(aval)
-        if host.size:
-            self.cl.enqueue_copy(self.queue, buf.mem.data, host, is_blocking=True)
+        if host.size:     # as bytes: the buffer protocol knows no ml_dtypes formats
+            self.cl.enqueue_copy(self.queue, buf.mem.data, host.reshape(-1).view(np.uint8),
+                                 is_blocking=True)
         return buf
 
     def to_numpy(self, buf):
         out = np.empty(buf.aval.shape, buf.aval.dtype)
         if out.size:
-            self.cl.enqueue_copy(self.queue, out, buf.mem.data, is_blocking=True)
+            self.cl.enqueue_copy(self.queue, out.reshape(-1).view(np.uint8), buf.mem.data,
+                                 is_blocking=True)
         return out
 
     def block(self, buf):

@@ -1,13 +1,14 @@
 """lower_to_kernels: a ClosedJaxpr becomes a Program, an ordered list of steps over
 numbered buffer slots: kernel launches, and host steps (control flow run as host loops
-over compiled bodies, and the explicit HOST_FALLBACK_PRIMS)."""
+over compiled bodies, the explicit HOST_FALLBACK_PRIMS, and every equation on a storage-only
+dtype, which devices hold as bytes but have no arithmetic for)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 import numpy as np
 
-from ..tracer import primitives as P
+from ..tracer import dtypes, primitives as P
 from ..tracer.core import ClosedJaxpr, Literal
 from . import fusion, ir
 from .exprs import EXPR_RULES, CUMULATIVE_MAX_AXIS
@@ -24,6 +25,8 @@ def runs_on_host(eqn) -> bool:
         return True
     if eqn.prim in P.CUMULATIVES.values():   # quadratic as a kernel: long axes go to the host
         return eqn.inputs[0].aval.shape[eqn.params["axis"]] > CUMULATIVE_MAX_AXIS
+    if any(dtypes.is_storage_only(v.aval.dtype) for v in (*eqn.inputs, *eqn.outputs)):
+        return True     # float8/float4/int4/int2 have no device arithmetic: bytes on the device
     if eqn.prim not in EXPR_RULES:
         raise NotImplementedError(f"no lowering rule for primitive {eqn.prim.name}")
     return False

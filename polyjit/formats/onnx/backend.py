@@ -9,9 +9,8 @@ Sequence values are lists of arrays and empty optionals None, in and out; a mode
 string outputs (host values) runs eagerly instead of jitted.
 
 Storage-only dtypes (float8, float4, int4, int2: ml_dtypes formats polyjit stores and casts
-but has no arithmetic for) run on the numpy backend only; a model whose traced program holds
-one raises a TypeError naming the dtypes and the backend on any other backend, rather than
-failing deep inside a kernel renderer.
+but has no arithmetic for) are computed by the numpy reference on every backend: compiled
+backends keep such values as bytes and run the equations on them as host steps.
 """
 from __future__ import annotations
 
@@ -19,10 +18,7 @@ import numpy as np
 import onnx
 from onnx.backend.base import Backend, BackendRep
 
-from ... import backends
-from ...tracer import dtypes
-from ...tracer.core import ClosedJaxpr, Jaxpr
-from ...tracer.jit import jit, make_jaxpr
+from ...tracer.jit import jit
 from . import load
 
 
@@ -40,23 +36,6 @@ def _host(v):
     if isinstance(v, (list, tuple)):
         return [_host(e) for e in v]
     return np.asarray(v)
-
-
-def _storage_only_dtypes(jaxpr, found):
-    """Names of the storage-only dtypes of any value in `jaxpr` or its sub-jaxprs."""
-    values = [*jaxpr.constvars, *jaxpr.invars, *jaxpr.outvars]
-    for e in jaxpr.eqns:
-        values += [*e.inputs, *e.outputs]
-        for p in e.params.values():
-            for sub in (p if isinstance(p, (list, tuple)) else (p,)):
-                sub = sub.jaxpr if isinstance(sub, ClosedJaxpr) else sub
-                if isinstance(sub, Jaxpr):
-                    _storage_only_dtypes(sub, found)
-    for v in values:
-        dt = getattr(getattr(v, "aval", None), "dtype", None)
-        if dt is not None and dtypes.is_storage_only(dt):
-            found.add(np.dtype(dt).name)
-    return found
 
 
 class PolyjitRep(BackendRep):
@@ -81,13 +60,6 @@ class PolyjitRep(BackendRep):
                       if n in self.static_names}
             model = load(self.proto, static_inputs=static)
             inputs = [v for n, v in zip(self.input_names, inputs) if n not in self.static_names]
-        target = self.backend_name or backends.default_backend()
-        if target != "numpy" and not self.eager:      # eager: string models run on the host
-            found = _storage_only_dtypes(make_jaxpr(model.fn)(model.params, *inputs).jaxpr, set())
-            if found:
-                raise TypeError(f"the model computes with storage-only dtype(s) {sorted(found)}, "
-                                f"which only the numpy backend implements; the {target} backend "
-                                "has no kernels for them (run it on numpy)")
         f = model.fn if self.eager else jit(model.fn, backend=self.backend_name)
         outs = f(model.params, *inputs)
         outs = [outs] if len(model.outputs) == 1 else list(outs)
