@@ -648,3 +648,18 @@ def test_storage_only_dtypes_are_host_steps_holding_bytes_on_the_device(cl, rng)
     np.testing.assert_allclose(np.asarray(y), np.asarray(y_ref), rtol=1e-6, atol=1e-7)
     exe = pj.jit(f).lower(x).executable
     assert len(exe.host_steps) >= 3 and len(exe.kernels) >= 1
+
+
+@pytest.mark.parametrize("fn,ref", [
+    (lambda a: pnp.argmax(a), lambda a: np.argmax(a)),
+    (lambda a: pnp.argmin(a, axis=1), lambda a: np.argmin(a, axis=1)),
+    (lambda a: pnp.sum(a * 3.0, axis=1), lambda a: np.sum(a * 3.0, axis=1)),
+    (lambda a: a - pnp.max(a, axis=1, keepdims=True) + pnp.sum(a),
+     lambda a: a - np.max(a, axis=1, keepdims=True) + np.sum(a))])
+def test_reductions_over_size_one_dims(cl, rng, fn, ref):
+    """A reduction whose reduced dims all have size 1 has no loop: its single update must
+    still run exactly once per output (argmax of a (1, 1) array once crashed the renderer)."""
+    for shape in [(1, 1), (5, 1)]:
+        x = _rand(rng, *shape)
+        got = np.asarray(pj.jit(fn)(x))
+        np.testing.assert_allclose(got, ref(x.astype(np.float64)), rtol=1e-6, atol=1e-6)

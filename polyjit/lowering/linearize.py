@@ -70,14 +70,17 @@ class Linearizer:
         for v in loops:
             self.blocks.append(_Block(v))
         val = self.emit(e.args[0])
-        self.blocks[-1].stmts.append(("update", name, e, val, [self.var_name(v) for v in loops]))
+        # over no loops (every reduced dim of size 1) the one update sits beside the acc
+        inner = self.blocks[-1] if loops else self.blocks[level]
+        inner.stmts.append(("update", name, e, val, [self.var_name(v) for v in loops]))
         body = None
         for v in reversed(loops):
             blk = self.blocks.pop()
             stmts = blk.stmts + ([body] if body else [])
             body = ("loop", self.var_name(v), v.arg[1], stmts)
         assert len(self.blocks) == depth
-        self.blocks[level].stmts.append(body)
+        if body is not None:
+            self.blocks[level].stmts.append(body)
         out = self._fresh()
         self.blocks[level].stmts.append(("def", out, e, [name]))
         return out
