@@ -13,8 +13,9 @@ from __future__ import annotations
 
 import numpy as np
 
-from .render_c import (BF16, F16, SHARED_F64, SHARED_HELPERS, CRenderer, GemmRendering,
-                       RenderError, is_float, spell, split_helpers)
+from .linearize import linearize
+from .render_c import (BF16, F16, SHARED_F64, SHARED_HELPERS, UNARY_FLOAT, CRenderer,
+                       GemmRendering, RenderError, is_float, spell, split_helpers)
 
 __all__ = ["OpenCLRenderer", "RenderError", "CTYPE", "BUFTYPE", "ctype", "literal", "is_float"]
 
@@ -351,6 +352,88 @@ class OpenCLRenderer(CRenderer, GemmRendering):
 
     def work_item(self, g):
         return [f"  const long {g} = get_global_id(0);", f"  if ({g} >= n_work) return;"]
+
+    # ------------------------------------------------------------ vector elementwise kernels
+    def render(self, kernel, arg_dtypes):
+        if self.device_type == "cpu" and not self.generic and kernel.gemm is None:
+            src = self._render_vector(kernel, arg_dtypes)
+            if src is not None:
+                return src
+        return super().render(kernel, arg_dtypes)
+
+    def _render_vector(self, kernel, arg_dtypes):
+        """A float32 elementwise kernel (every load and store at the work item's own index,
+        no loops) with each work item on VEC consecutive elements as floatN vectors, or None.
+        PoCL vectorizes scalar work items' arithmetic but calls its math library per element;
+        on vectors it runs the vector math library, several times faster on exp/tanh/sin."""
+        n = kernel.global_size
+        if kernel.ser or n < VEC * WORK_GROUP:
+            return None
+        stmts, g = linearize(kernel)
+        body = []
+        for st in stmts:
+            if st[0] == "store":
+                _, slot, dt, idx, val = st
+                if np.dtype(dt) != F32 or idx != g:
+                    return None
+                body.append(f"    vstore{VEC}({val}, 0, b{slot} + {g});")
+                continue
+            if st[0] != "def":
+                return None
+            _, name, e, ops = st
+            if np.dtype(e.dtype) != F32:
+                return None
+            if e.op == "const":
+                rhs = f"(float{VEC})({self.literal(e.arg, e.dtype)})"
+            elif e.op == "load" and ops[0] == g:
+                rhs = f"vload{VEC}(0, b{e.arg} + {g})"
+            elif e.op == "alu" and all(np.dtype(a.dtype) == F32 for a in e.args):
+                rhs = _vector_alu(e.arg, ops)
+                if rhs is None:
+                    return None
+            else:
+                return None
+            body.append(f"    const float{VEC} {name} = {rhs};")
+        scalar = super().render(kernel, arg_dtypes)  # the tail, one element at a time
+        head, rest = scalar.split("\n", 1)
+        tail = rest.split("\n")[2:-1]                # drop its work-item binding and "}"
+        groups = -(-n // VEC)
+        groups = -(-groups // WORK_GROUP) * WORK_GROUP
+        return "\n".join(
+            [f"/* pj_launch {kernel.name} {groups} 1 1 {WORK_GROUP} 1 1 */", head,
+             f"  const long {g}_v = get_global_id(0) * {VEC};",
+             f"  if ({g}_v >= n_work) return;",
+             f"  if ({g}_v + {VEC} <= n_work) {{", f"    const long {g} = {g}_v;"] + body +
+            [f"    return;", "  }",
+             f"  for (long {g} = {g}_v; {g} < n_work; {g}++) {{"] +
+            ["  " + ln for ln in tail] + ["  }", "}"])
+
+
+VEC = 8                  # floats per work item in vector elementwise kernels
+WORK_GROUP = 64          # their work-group size (the backend's default too)
+_VEC_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
+_VEC_CALL = {"abs": "fabs", **{op: fn for op, fn in UNARY_FLOAT.items()
+                               if op not in ("erf", "erfc", "round")}}
+
+
+def _vector_alu(op, a):
+    """`op` over float vectors in OpenCL C (the scalar renderer's semantics), or None."""
+    if op in _VEC_BINARY:
+        return f"({a[0]} {_VEC_BINARY[op]} {a[1]})"
+    if op in ("max", "min"):           # NaN-propagating, as numpy: select(y, x, x wins)
+        c = ">" if op == "max" else "<"
+        return f"select({a[1]}, {a[0]}, ({a[0]} {c} {a[1]}) | isnan({a[0]}))"
+    if op == "neg":
+        return f"(-{a[0]})"
+    if op == "square":
+        return f"({a[0]} * {a[0]})"
+    if op == "rsqrt":
+        return f"(1.0f / sqrt({a[0]}))"
+    if op == "logistic":
+        return f"(1.0f / (1.0f + exp(-{a[0]})))"
+    if op == "round":
+        return f"rint({a[0]})"
+    return f"{_VEC_CALL[op]}({a[0]})" if op in _VEC_CALL else None
 
 
 _default = OpenCLRenderer()
