@@ -313,8 +313,17 @@ def _dot_transpose_lhs(g, x_aval, y, dimension_numbers, swap_ans=False):
     dims = ((tuple(ans_y), tuple(y_kept)), (tuple(ans_batch), tuple(yb)))
     xc_by_y = [xc[i] for i in np.argsort(yc)]
     out_axes = np.argsort(list(xb) + x_kept + xc_by_y)
-    r = lax.dot_general(g, y, dims)
-    r = lax.transpose(r, tuple(int(i) for i in out_axes))
+    # dot_general(g, y) lays its result out as [batch, g free, y free]; dot_general(y, g)
+    # as [batch, y free, g free]. Take the order that is already x's layout when there is
+    # one (a matmul's weight gradient x^T @ g): no transpose is left between the product
+    # and its consumers, so it lowers to one GEMM kernel with a fused epilogue.
+    nb, ng, nr = len(ans_batch), get_aval(g).ndim - len(ans_batch) - len(ans_y), x_aval.ndim
+    swap = list(range(nb)) + list(range(nb + ng, nr)) + list(range(nb, nb + ng))
+    q = np.argsort(swap)[out_axes]
+    if len(q) and (q == np.arange(len(q))).all() and not (out_axes == np.arange(len(q))).all():
+        r = lax.dot_general(y, g, ((tuple(y_kept), tuple(ans_y)), (tuple(yb), tuple(ans_batch))))
+    else:
+        r = lax.transpose(lax.dot_general(g, y, dims), tuple(int(i) for i in out_axes))
     return lax.convert_element_type(r, x_aval.dtype)
 
 

@@ -104,6 +104,7 @@ def disk_cached(key_text, suffix, load, compile_):
 class CompiledBackend:
     name = "compiled"
     supports_donation = True
+    plain_product_operands = False   # True: GEMM operands as plain loads (no fused loaders)
     fp64 = True
     fp64_hint = "the device has no float64 support; use float32, or the numpy backend"
 
@@ -173,7 +174,8 @@ class Executable:
         self.be = be
         self._check_fp64(closed)
         self.program = prog = lower_to_kernels(closed, name=_c_name(name), donated=tuple(donated),
-                                               in_place_ok=be.in_place_ok)
+                                               in_place_ok=be.in_place_ok,
+                                               plain_product_operands=be.plain_product_operands)
         plan = prog.memory
         pos = {s: i for i, s in enumerate(prog.input_slots)}
         # (block, input slot, input position) of each donated input the plan reuses

@@ -81,6 +81,9 @@ class OpenCLBackend(CompiledBackend):
                                     "pocl-binary-distribution)")
         self.device = device or _pick_device(cl, devs)
         self.platform = "gpu" if self.device.type & cl.device_type.GPU else "cpu"
+        # PoCL's tiled GEMMs run near BLAS speed on plain strided operands but several times
+        # slower through fused loader expressions: on CPUs products read buffers
+        self.plain_product_operands = self.platform == "cpu"
         self.ctx = cl.Context([self.device])
         self.queue = cl.CommandQueue(self.ctx)
         self.fp64 = bool(self.device.double_fp_config)

@@ -132,7 +132,7 @@ class RootPlan:
     k: int          # number of parallel dims
 
 
-def plan_materialization(jaxpr, defs, required):
+def plan_materialization(jaxpr, defs, required, plain_operands=False):
     """The materialized vars (a superset of `required`) and a split for each kernel root.
 
     Each round adds only the earliest offending value: materializing it often makes the
@@ -140,7 +140,7 @@ def plan_materialization(jaxpr, defs, required):
     tanh consumer plain elementwise work)."""
     order = {o: i for i, e in enumerate(jaxpr.eqns) for o in e.outputs}
     inputs = list(jaxpr.constvars) + list(jaxpr.invars)
-    mat = set(required) | products_feeding_windows(jaxpr, required)
+    mat = set(required) | products_feeding_windows(jaxpr, required, plain_operands)
     while True:
         b = Builder(defs, {v: v for v in list(mat) + inputs})
         plans, grow = [], set()
@@ -161,23 +161,49 @@ _PRODUCTS = (P.dot_general_p, P.conv_general_dilated_p)
 _WINDOWED = _PRODUCTS + (P.reduce_window_sum_p, P.reduce_window_max_p, P.reduce_window_min_p)
 
 
-def products_feeding_windows(jaxpr, required):
-    """Matrix-product and convolution outputs that reach an operand of another product,
-    convolution or pooling window through inlinable ops.
+# transcendental elementwise work: too costly for a GEMM operand loader, which evaluates
+# its expression once per load (each operand element is loaded once per output tile)
+_COSTLY = frozenset(P.UNARY[n] for n in (
+    "exp", "exp2", "expm1", "log", "log1p", "logistic", "tanh", "sin", "cos", "tan", "sinh",
+    "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv",
+    "lgamma", "digamma", "cbrt")) | {P.BINARY["pow"]}
 
-    Inlined there, a product would sit inside the consumer's reduction loop, recomputed on
-    every iteration, so the fixpoint would materialize it anyway, one layer per round. But
-    each round builds every root's whole expression tree, and in a deep network that tree
-    reaches back through all layers (exponentially many index variants once residual paths
-    rejoin): seeded up front, the trees stop one layer back."""
-    inside, found = {}, set()
+
+_MOVES = frozenset({P.reshape_p, P.transpose_p, P.broadcast_in_dim_p, P.slice_p})
+
+
+def products_feeding_windows(jaxpr, required, plain_operands=False):
+    """Values to materialize up front around matrix products, convolutions and pooling:
+
+    * product and convolution outputs that reach an operand of another product,
+      convolution or pooling window through inlinable ops. Inlined there, a product would
+      sit inside the consumer's reduction loop, recomputed on every iteration, so the
+      fixpoint would materialize it anyway, one layer per round. But each round builds
+      every root's whole expression tree, and in a deep network that tree reaches back
+      through all layers (exponentially many index variants once residual paths rejoin):
+      seeded up front, the trees stop one layer back;
+    * operands of products and convolutions computed with transcendental functions
+      (tanh(x @ w1 + b1) @ w2): a loader would recompute them once per output tile, so
+      they get their own elementwise kernel and the product reads them as plain loads;
+    * with `plain_operands` (backends whose GEMM loaders are slow on anything but plain
+      strided loads, such as OpenCL on a CPU), every computed operand of a product."""
+    inside, costly, computed, found = {}, {}, {}, set()
     for e in jaxpr.eqns:
-        ins = set().union(*(inside.get(x, ()) for x in e.inputs if not isinstance(x, Literal)))
+        real = [x for x in e.inputs if not isinstance(x, Literal)]
+        ins = set().union(*(inside.get(x, ()) for x in real))
         if e.prim in _WINDOWED:
             found |= ins
+        if e.prim in _PRODUCTS:
+            found |= {x for x in real if costly.get(x) or (plain_operands and computed.get(x))}
         s = {e.outputs[0]} if e.prim in _PRODUCTS else (set() if e.prim in _WINDOWED else ins)
+        inlined = e.prim in EXPR_RULES and e.prim not in _WINDOWED
+        c = inlined and (e.prim in _COSTLY or any(costly.get(x) for x in real))
+        moved = e.prim in _MOVES and bool(real) and computed.get(real[0], False)
         for o in e.outputs:
-            inside[o] = set() if (o in required or e.prim not in EXPR_RULES) else s
+            kept = o in required or e.prim not in EXPR_RULES
+            inside[o] = set() if kept else s
+            costly[o] = c and not kept
+            computed[o] = inlined and not kept and (e.prim not in _MOVES or moved)
     return found
 
 

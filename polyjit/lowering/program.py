@@ -110,12 +110,16 @@ def _required(jaxpr):
     return req - set(jaxpr.invars) - set(jaxpr.constvars)
 
 
-def lower_to_kernels(closed: ClosedJaxpr, name="k", donated=(), in_place_ok=None) -> Program:
+def lower_to_kernels(closed: ClosedJaxpr, name="k", donated=(), in_place_ok=None,
+                     plain_product_operands=False) -> Program:
     """`donated`: positions of inputs whose buffers the program may reuse (memory.py);
-    `in_place_ok(dtype)`: may a kernel read and write one buffer of this dtype (default yes)."""
+    `in_place_ok(dtype)`: may a kernel read and write one buffer of this dtype (default yes);
+    `plain_product_operands`: give every computed operand of a matrix product or convolution
+    its own buffer instead of fusing it into the GEMM's loaders (fusion.py)."""
     jaxpr = closed.jaxpr
     defs = {o: (e, i) for e in jaxpr.eqns if not runs_on_host(e) for i, o in enumerate(e.outputs)}
-    mat, plans = fusion.plan_materialization(jaxpr, defs, _required(jaxpr))
+    mat, plans = fusion.plan_materialization(jaxpr, defs, _required(jaxpr),
+                                             plain_operands=plain_product_operands)
     slots = {}
     for v in list(jaxpr.constvars) + list(jaxpr.invars):
         slots.setdefault(v, len(slots))
