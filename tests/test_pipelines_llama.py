@@ -38,18 +38,30 @@ def model(path):
     return LlamaModel.from_gguf(gf.GGUFFile(path))
 
 
+def _cached_npz(name, key_parts, compute):
+    """`compute()` (a dict of arrays), cached under CACHE/refs as an .npz keyed by key_parts."""
+    key = hashlib.sha256(json.dumps(key_parts).encode()).hexdigest()[:16]
+    cached = CACHE / "refs" / f"{name}-{key}.npz"
+    if cached.exists():
+        z = np.load(cached, allow_pickle=False)
+        return {k: z[k] for k in z.files}
+    out = compute()
+    cached.parent.mkdir(parents=True, exist_ok=True)
+    np.savez(cached, **out)
+    return out
+
+
 def _hf_reference(path):
     """transformers' tokenization, last-position logits and greedy tokens for the same file.
     Loading the model takes ~a minute, so results are cached next to the model, keyed by the
     file, the prompts and the transformers version."""
     transformers = pytest.importorskip("transformers", reason="transformers is the reference (test-only)")
     pytest.importorskip("accelerate", reason="transformers needs accelerate to load GGUF")
-    key = hashlib.sha256(json.dumps([SMOLLM[2], STRINGS, GREEDY_PROMPT, transformers.__version__])
-                         .encode()).hexdigest()[:16]
-    cached = CACHE / "refs" / f"smollm2-hf-{key}.npz"
-    if cached.exists():
-        z = np.load(cached, allow_pickle=False)
-        return {k: z[k] for k in z.files}
+    return _cached_npz("smollm2-hf", [SMOLLM[2], STRINGS, GREEDY_PROMPT, transformers.__version__],
+                       lambda: _hf_compute(path))
+
+
+def _hf_compute(path):
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     d, name = str(path.parent), path.name
@@ -61,8 +73,6 @@ def _hf_reference(path):
             out[f"logits{i}"] = m(torch.tensor([tok.encode(s, add_special_tokens=False)])).logits[0, -1].numpy()
         ids = torch.tensor([tok.encode(GREEDY_PROMPT, add_special_tokens=False)])
         out["greedy"] = m.generate(ids, max_new_tokens=20, do_sample=False)[0, ids.shape[1]:].numpy()
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cached, **out)
     return out
 
 
@@ -76,23 +86,18 @@ def _hf_tokenizer_reference(path):
     `_hf_reference`: encodings of STRINGS, their decodes, and the decode of every prefix of
     their ids (some end inside a multi-byte character)."""
     transformers = pytest.importorskip("transformers", reason="transformers is the reference (test-only)")
-    key = hashlib.sha256(json.dumps(["tokenizer-v3", SMOLLM[2], STRINGS, transformers.__version__])
-                         .encode()).hexdigest()[:16]
-    cached = CACHE / "refs" / f"smollm2-hf-tok-{key}.npz"
-    if cached.exists():
-        z = np.load(cached, allow_pickle=False)
-        return {k: z[k] for k in z.files}
-    from transformers import AutoTokenizer
-    tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
-    out = {}
-    for i, s in enumerate(STRINGS):
-        ids = tok.encode(s, add_special_tokens=False)
-        out[f"enc{i}"] = np.array(ids, np.int64)
-        out[f"dec{i}"] = np.array(tok.decode(ids))
-        out[f"prefixes{i}"] = np.array([tok.decode(ids[:n]) for n in range(1, len(ids))], dtype=str)
-    cached.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(cached, **out)
-    return out
+    def compute():
+        from transformers import AutoTokenizer
+        tok = AutoTokenizer.from_pretrained(str(path.parent), gguf_file=path.name)
+        out = {}
+        for i, s in enumerate(STRINGS):
+            ids = tok.encode(s, add_special_tokens=False)
+            out[f"enc{i}"] = np.array(ids, np.int64)
+            out[f"dec{i}"] = np.array(tok.decode(ids))
+            out[f"prefixes{i}"] = np.array([tok.decode(ids[:n]) for n in range(1, len(ids))], dtype=str)
+        return out
+    return _cached_npz("smollm2-hf-tok", ["tokenizer-v3", SMOLLM[2], STRINGS, transformers.__version__],
+                       compute)
 
 
 @pytest.fixture(scope="module")
