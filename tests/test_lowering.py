@@ -452,7 +452,9 @@ def test_deep_residual_network_lowers_one_layer_at_a_time(rng):
     """Each convolution gets its own kernel (its epilogue fused) however deep the network:
     fusion never inlines a convolution into the next one's reduction loop, and lowering a
     40-block residual network stays fast (its expression trees reach one layer back, not
-    through every layer, whose index variants multiply where residual paths rejoin)."""
+    through every layer, whose index variants multiply where residual paths rejoin). The
+    running residual sum, shared by two kernels per block, is stored every few blocks once
+    it costs more than fusion.SHARED_MAX_OPS to recompute, so the work stays linear."""
     import time
     from polyjit import lax
     depth = 40
@@ -468,7 +470,7 @@ def test_deep_residual_network_lowers_one_layer_at_a_time(rng):
     t0 = time.perf_counter()
     prog = lower_to_kernels(closed)
     assert time.perf_counter() - t0 < 20
-    assert len(prog.kernels) <= depth + 1
+    assert depth < len(prog.kernels) <= depth + depth // 4 + 1
 
 
 # ---------------------------------------------------------------- tiled matrix products

@@ -9,7 +9,9 @@ outputs, a fixpoint adds values to the materialized set until
     iteration space is split into parallel dims (work items) and trailing serial dims
     (a loop inside each work item); a reduction must depend on all parallel dims and on
     none or all of the serial ones, so that hoisting leaves no redundant copies; and
-  * no value containing a reduction is inlined into two different kernels.
+  * no value containing a reduction is inlined into two different kernels, nor a value
+    costing more than SHARED_MAX_OPS arithmetic nodes (a batch-norm backward's shared
+    producers would otherwise be recomputed by each of its reductions).
 
 Softmax thus becomes one kernel (one work item per row: max, sum, then the row loop),
 layernorm too, and `relu(x @ w + b)` is one kernel whose reduction is the matmul.
@@ -28,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tracer import primitives as P
-from ..tracer.core import Literal
+from ..tracer.core import Eqn, Jaxpr, Literal, ShapedArray, Var
 from . import ir
 from .exprs import EXPR_RULES, _acc_dtype
 
@@ -41,6 +43,8 @@ class Builder:
         self.memo = {}
         self.owner = {}                  # reduce node -> the jaxpr var it computes
         self.uses = defaultdict(set)     # var with a reduction inside -> roots inlining it
+        self.shared = defaultdict(set)   # var computed inline -> roots inlining it
+        self.trees = {}                  # var computed inline -> one of its expressions
         self.prims = []                  # primitive names met while building (kernel names)
         self.root = None
 
@@ -56,8 +60,11 @@ class Builder:
             r = self.memo[key] = EXPR_RULES[eqn.prim](self, eqn, i, tuple(idx))
         if eqn.prim.name not in self.prims:
             self.prims.append(eqn.prim.name)
-        if r.has_reduce and x is not self.root:
-            self.uses[x].add(self.root)
+        if x is not self.root:
+            if r.has_reduce:
+                self.uses[x].add(self.root)
+            self.shared[x].add(self.root)
+            self.trees.setdefault(x, r)
         return r
 
     def reduce(self, kind, loops, body, owner, dtype=None):
@@ -132,6 +139,14 @@ class RootPlan:
     k: int          # number of parallel dims
 
 
+SHARED_MAX_OPS = 24   # an inlined value this costly, used by several kernels, gets a buffer
+
+
+def _ops(tree):
+    """Arithmetic nodes of an expression: the work each inlining kernel repeats."""
+    return sum(e.op == "alu" for e in walk([tree]))
+
+
 def plan_materialization(jaxpr, defs, required, plain_operands=False):
     """The materialized vars (a superset of `required`) and a split for each kernel root.
 
@@ -151,6 +166,8 @@ def plan_materialization(jaxpr, defs, required, plain_operands=False):
             grow |= {b.owner[r] for r in bad if r in b.owner}
             plans.append(RootPlan(v, k))
         grow |= {x for x, rs in b.uses.items() if len(rs) > 1}
+        grow |= {x for x, rs in b.shared.items()
+                 if len(rs) > 1 and x not in mat and _ops(b.trees[x]) > SHARED_MAX_OPS}
         grow -= mat
         if not grow:
             return mat, plans
@@ -205,6 +222,55 @@ def products_feeding_windows(jaxpr, required, plain_operands=False):
             costly[o] = c and not kept
             computed[o] = inlined and not kept and (e.prim not in _MOVES or moved)
     return found
+
+
+# ---------------------------------------------------------------- two-stage reductions
+SPLIT_MAX_OUTPUTS = 1024     # reductions to fewer outputs than this ...
+SPLIT_MIN_LENGTH = 4096      # ... over at least this many elements each are split
+SPLIT_MIN_PARALLEL = 256     # outputs of the first stage, at least (when the axes allow)
+_SPLITTABLE = (P.reduce_sum_p, P.reduce_max_p, P.reduce_min_p)
+
+
+def split_reductions(jaxpr):
+    """(jaxpr, first-stage vars): each sum/max/min over several axes to few outputs becomes a
+    reduction over its trailing reduced axes (many outputs, one work item each) followed by
+    one over the rest. A kernel computes each output of a reduction in one work item, so
+    batch-norm statistics of an (N, C, H, W) tensor would otherwise be C work items each
+    summing N*H*W terms serially; the first-stage values must be materialized."""
+    eqns, staged = [], set()
+    for e in jaxpr.eqns:
+        split = _split_axes(e) if e.prim in _SPLITTABLE else None
+        if split is None:
+            eqns.append(e)
+            continue
+        inner, outer = split
+        x = e.inputs[0]
+        shape = x.aval.shape
+        mid = Var(ShapedArray([d for i, d in enumerate(shape) if i not in inner], x.aval.dtype,
+                              x.aval.weak_type))
+        pos = tuple(a - sum(i < a for i in inner) for a in outer)
+        eqns.append(Eqn(e.prim, [x], {"axes": inner}, [mid]))
+        eqns.append(Eqn(e.prim, [mid], {"axes": pos}, list(e.outputs)))
+        staged.add(mid)
+    if not staged:
+        return jaxpr, staged
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, eqns, jaxpr.outvars), staged
+
+
+def _split_axes(e):
+    x = e.inputs[0]
+    if isinstance(x, Literal):
+        return None
+    shape, axes = x.aval.shape, tuple(sorted(e.params["axes"]))
+    outs = int(np.prod([d for i, d in enumerate(shape) if i not in axes], dtype=np.int64))
+    length = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    if len(axes) < 2 or outs >= SPLIT_MAX_OUTPUTS or length < SPLIT_MIN_LENGTH:
+        return None
+    for k in range(1, len(axes)):        # the longest inner group still giving enough outputs
+        outer, inner = axes[:k], axes[k:]
+        if outs * int(np.prod([shape[a] for a in outer], dtype=np.int64)) >= SPLIT_MIN_PARALLEL:
+            return inner, outer
+    return axes[-1:], axes[:-1]
 
 
 def _roots(jaxpr, mat, defs):

@@ -370,25 +370,30 @@ class OpenCLRenderer(CRenderer, GemmRendering):
         if kernel.ser or n < VEC * WORK_GROUP:
             return None
         stmts, g = linearize(kernel)
-        body = []
+        gv = kernel.par[0]
+        names = {a.slot: f"b{a.slot}" for a in kernel.args}
+        body, scalars = [], set()
+        vec = lambda o: f"(float{VEC})({o})" if o in scalars else o
         for st in stmts:
             if st[0] == "store":
                 _, slot, dt, idx, val = st
                 if np.dtype(dt) != F32 or idx != g:
                     return None
-                body.append(f"    vstore{VEC}({val}, 0, b{slot} + {g});")
+                body.append(f"    vstore{VEC}({vec(val)}, 0, b{slot} + {g});")
                 continue
             if st[0] != "def":
                 return None
             _, name, e, ops = st
+            if gv not in e.free and e.op != "reduce":   # the same for every element: a scalar
+                body.append(f"    const {self.ctype(e.dtype)} {name} = {self.value(e, ops, names)};")
+                scalars.add(name)
+                continue
             if np.dtype(e.dtype) != F32:
                 return None
-            if e.op == "const":
-                rhs = f"(float{VEC})({self.literal(e.arg, e.dtype)})"
-            elif e.op == "load" and ops[0] == g:
+            if e.op == "load" and ops[0] == g:
                 rhs = f"vload{VEC}(0, b{e.arg} + {g})"
             elif e.op == "alu" and all(np.dtype(a.dtype) == F32 for a in e.args):
-                rhs = _vector_alu(e.arg, ops)
+                rhs = _vector_alu(e.arg, [vec(o) for o in ops])
                 if rhs is None:
                     return None
             else:
@@ -420,6 +425,8 @@ def _vector_alu(op, a):
     """`op` over float vectors in OpenCL C (the scalar renderer's semantics), or None."""
     if op in _VEC_BINARY:
         return f"({a[0]} {_VEC_BINARY[op]} {a[1]})"
+    if op in ("pow", "atan2"):
+        return f"{op}({a[0]}, {a[1]})"
     if op in ("max", "min"):           # NaN-propagating, as numpy: select(y, x, x wins)
         c = ">" if op == "max" else "<"
         return f"select({a[1]}, {a[0]}, ({a[0]} {c} {a[1]}) | isnan({a[0]}))"
