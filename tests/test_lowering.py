@@ -691,3 +691,17 @@ def test_cpu_elementwise_kernels_use_vector_math(cl, rng):
     src = pj.jit(f).lower(x).executable.source
     if cl.name == "opencl" and cl.platform == "cpu":
         assert f"float{render_opencl.VEC}" in src and "vload" in src
+
+
+def test_few_outputs_over_many_elements_reduce_in_two_stages(cl, rng):
+    """Batch-norm statistics of an (N, C, H, W) tensor: C outputs, N*H*W terms each. The
+    first stage reduces H*W for every (N, C) (N*C work items), the second the N partial
+    results, so no work item sums 50K terms serially; values equal float64 numpy's."""
+    x = _rand(rng, 64, 16, 28, 28)
+    f = pj.jit(lambda x: (pnp.mean(x, axis=(0, 2, 3)), pnp.max(x * x, axis=(0, 2, 3))))
+    ks = _kernels(f, x)
+    assert max(k.global_size for k in ks) >= 64 * 16 and len(ks) >= 2
+    m, q = f(x)
+    x64 = x.astype(np.float64)
+    np.testing.assert_allclose(np.asarray(m), x64.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(np.asarray(q), (x64 * x64).max(axis=(0, 2, 3)), rtol=1e-6)
