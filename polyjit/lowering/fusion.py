@@ -155,7 +155,7 @@ def plan_materialization(jaxpr, defs, required, plain_operands=False):
     tanh consumer plain elementwise work)."""
     order = {o: i for i, e in enumerate(jaxpr.eqns) for o in e.outputs}
     inputs = list(jaxpr.constvars) + list(jaxpr.invars)
-    mat = set(required) | products_feeding_windows(jaxpr, required, plain_operands)
+    mat = set(required) | materialized_up_front(jaxpr, required, plain_operands)
     while True:
         b = Builder(defs, {v: v for v in list(mat) + inputs})
         plans, grow = [], set()
@@ -184,12 +184,10 @@ _COSTLY = frozenset(P.UNARY[n] for n in (
     "exp", "exp2", "expm1", "log", "log1p", "logistic", "tanh", "sin", "cos", "tan", "sinh",
     "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv",
     "lgamma", "digamma", "cbrt")) | {P.BINARY["pow"]}
-
-
 _MOVES = frozenset({P.reshape_p, P.transpose_p, P.broadcast_in_dim_p, P.slice_p})
 
 
-def products_feeding_windows(jaxpr, required, plain_operands=False):
+def materialized_up_front(jaxpr, required, plain_operands=False):
     """Values to materialize up front around matrix products, convolutions and pooling:
 
     * product and convolution outputs that reach an operand of another product,
