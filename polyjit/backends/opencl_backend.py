@@ -8,19 +8,17 @@ are cached in memory and on disk (keyed by source and device) under $POLYJIT_CAC
 from __future__ import annotations
 
 import os
-
 import re
 
 import numpy as np
 
-from ..lowering.render_opencl import OpenCLRenderer
+from ..lowering.render_opencl import WORK_GROUP, OpenCLRenderer
 from .compiled import (Buffer, CompiledBackend, DeviceMem, Executable, Float64Unsupported,
                        KernelBuildError, disk_cached)
 
 __all__ = ["OpenCLBackend", "OpenCLUnavailable", "KernelBuildError", "Float64Unsupported",
            "Executable", "CLBuffer", "DeviceMem"]
 
-WORK_GROUP = 64
 CLBuffer = Buffer      # the name earlier code used
 # GEMM kernels carry their launch shape in the source: global and local sizes, 3-D
 _LAUNCH_NOTE = re.compile(r"/\* pj_launch (\w+) (\d+) (\d+) (\d+) (\d+) (\d+) (\d+) \*/")

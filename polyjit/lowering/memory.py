@@ -36,11 +36,6 @@ class MemoryPlan:
     def workspace_bytes(self) -> int:
         return sum(n for b, n in enumerate(self.block_bytes) if b not in self.donor_of)
 
-    @property
-    def donated_slots(self) -> set:
-        """Donated inputs whose buffers the program reuses (the others stay valid)."""
-        return set(self.donor_of.values())
-
 
 def plan_memory(prog, donated=(), in_place=None) -> MemoryPlan:
     """`donated`: input slots whose buffers the program may take over; `in_place(step

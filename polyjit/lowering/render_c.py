@@ -394,15 +394,22 @@ class CRenderer:
             return self._render_gemm(kernel, arg_dtypes)
         stmts, g = linearize(kernel)
         self.shape_values = []
-        names = {a.slot: f"b{a.slot}" for a in kernel.args}
+        lines = self.work_item(g)
+        self._stmts(stmts, lines, self.buffer_names(kernel), 1)
+        kernel.shape_args = list(self.shape_values)
+        return "\n".join([self.signature(kernel, arg_dtypes)] + lines + ["}"])
+
+    @staticmethod
+    def buffer_names(kernel):
+        return {a.slot: f"b{a.slot}" for a in kernel.args}
+
+    def signature(self, kernel, arg_dtypes):
+        """The kernel's opening line: buffers, then the work-item count (and shapes)."""
         params = self.kernel_params(kernel, arg_dtypes)
         params.append(f"const {self.INDEX_T} n_work")
         if self.generic:
             params.append(self.buffer_param("shp", ir.INDEX, False))
-        lines = self.work_item(g)
-        self._stmts(stmts, lines, names, 1)
-        kernel.shape_args = list(self.shape_values)
-        return "\n".join([self.kernel_head(kernel.name, params)] + lines + ["}"])
+        return self.kernel_head(kernel.name, params)
 
     def _stmts(self, stmts, lines, names, depth):
         pad = "  " * depth

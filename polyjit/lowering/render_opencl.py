@@ -371,7 +371,7 @@ class OpenCLRenderer(CRenderer, GemmRendering):
             return None
         stmts, g = linearize(kernel)
         gv = kernel.par[0]
-        names = {a.slot: f"b{a.slot}" for a in kernel.args}
+        names = self.buffer_names(kernel)
         body, scalars = [], set()
         vec = lambda o: f"(float{VEC})({o})" if o in scalars else o
         for st in stmts:
@@ -399,26 +399,23 @@ class OpenCLRenderer(CRenderer, GemmRendering):
             else:
                 return None
             body.append(f"    const float{VEC} {name} = {rhs};")
-        scalar = super().render(kernel, arg_dtypes)  # the tail, one element at a time
-        head, rest = scalar.split("\n", 1)
-        tail = rest.split("\n")[2:-1]                # drop its work-item binding and "}"
+        tail = self._stmts(stmts, [], names, 2)     # the remainder, one element at a time
         groups = -(-n // VEC)
         groups = -(-groups // WORK_GROUP) * WORK_GROUP
         return "\n".join(
-            [f"/* pj_launch {kernel.name} {groups} 1 1 {WORK_GROUP} 1 1 */", head,
+            [f"/* pj_launch {kernel.name} {groups} 1 1 {WORK_GROUP} 1 1 */",
+             self.signature(kernel, arg_dtypes),
              f"  const long {g}_v = get_global_id(0) * {VEC};",
              f"  if ({g}_v >= n_work) return;",
              f"  if ({g}_v + {VEC} <= n_work) {{", f"    const long {g} = {g}_v;"] + body +
-            [f"    return;", "  }",
-             f"  for (long {g} = {g}_v; {g} < n_work; {g}++) {{"] +
-            ["  " + ln for ln in tail] + ["  }", "}"])
+            ["    return;", "  }",
+             f"  for (long {g} = {g}_v; {g} < n_work; {g}++) {{"] + tail + ["  }", "}"])
 
 
 VEC = 8                  # floats per work item in vector elementwise kernels
-WORK_GROUP = 64          # their work-group size (the backend's default too)
+WORK_GROUP = 64          # work-group size of every plain kernel launch (opencl_backend)
 _VEC_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
-_VEC_CALL = {"abs": "fabs", **{op: fn for op, fn in UNARY_FLOAT.items()
-                               if op not in ("erf", "erfc", "round")}}
+_VEC_CALL = {"abs": "fabs", **{op: fn for op, fn in UNARY_FLOAT.items() if op not in ("erf", "erfc")}}
 
 
 def _vector_alu(op, a):
@@ -438,8 +435,6 @@ def _vector_alu(op, a):
         return f"(1.0f / sqrt({a[0]}))"
     if op == "logistic":
         return f"(1.0f / (1.0f + exp(-{a[0]})))"
-    if op == "round":
-        return f"rint({a[0]})"
     return f"{_VEC_CALL[op]}({a[0]})" if op in _VEC_CALL else None
 
 
