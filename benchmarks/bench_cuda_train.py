@@ -4,6 +4,7 @@ backend beside PyTorch eager and torch.compile on the same GPU, in one process, 
 same initial weights and batch (the first step's loss is checked against PyTorch's).
 
   python benchmarks/bench_cuda_train.py [out.json]
+  python benchmarks/bench_cuda_train.py --profile     # GPU time per polyjit kernel, no graphs
 
 Times are per step over N back-to-back steps after warm-up, synchronizing once at the end.
 """
@@ -97,8 +98,38 @@ def bench_torch(torch, x, y, compiled=False):
     return {"ms": ms, "first_loss": first, "compile_s": compile_s}
 
 
+def profile_polyjit(tm, x, y, top=15):
+    """GPU milliseconds per kernel of one step (CUDA events around each launch, graphs off)."""
+    import os
+    import cupy as cp
+    from polyjit.backends import compiled
+    os.environ["POLYJIT_CUDA_GRAPHS"] = "0"
+    times, plain = {}, compiled.Executable._run_kernel
+
+    def timed(self, step, env):
+        a, b = cp.cuda.Event(), cp.cuda.Event()
+        a.record(self.be.stream)
+        plain(self, step, env)
+        b.record(self.be.stream)
+        times.setdefault(step.kernel.name, []).append((a, b, step.kernel.global_size))
+    compiled.Executable._run_kernel = timed
+    try:
+        bench_polyjit(tm, x, y)
+    finally:
+        compiled.Executable._run_kernel = plain
+    rows = sorted(((sum(cp.cuda.get_elapsed_time(a, b) for a, b, _ in v) / len(v), n, v[0][2])
+                   for n, v in times.items()), reverse=True)
+    total = sum(r[0] for r in rows)
+    print(f"{len(rows)} kernels, {total:.3f} ms of GPU time per step")
+    for ms, name, work in rows[:top]:
+        print(f"{ms:9.4f} ms  {work:>9} work items  {name}")
+
+
 def main():
     import torch
+    if "--profile" in sys.argv:
+        x, y = _batch()
+        return profile_polyjit(_torch_model(torch), x, y)
     x, y = _batch()
     tm = _torch_model(torch)
     out = {"batch": BATCH, "device": torch.cuda.get_device_name()}

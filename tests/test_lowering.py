@@ -705,3 +705,20 @@ def test_few_outputs_over_many_elements_reduce_in_two_stages(cl, rng):
     x64 = x.astype(np.float64)
     np.testing.assert_allclose(np.asarray(m), x64.mean(axis=(0, 2, 3)), rtol=1e-5, atol=1e-7)
     np.testing.assert_allclose(np.asarray(q), (x64 * x64).max(axis=(0, 2, 3)), rtol=1e-6)
+
+
+def test_weight_gradient_of_a_convolution_splits_its_long_contraction(cl, rng):
+    """The weight gradient of a 3x3 conv over a (64, 2, 20, 20) batch has 2*8*9 = 144
+    outputs, each a sum over 64*18*18 = 20,736 terms. It becomes feature-group partial
+    sums (many work items, each a few thousand terms) and a reduction over the groups;
+    values equal float64 numpy's."""
+    from polyjit import lax
+    x, g = _rand(rng, 64, 2, 20, 20), _rand(rng, 64, 8, 18, 18)
+    w0 = _rand(rng, 8, 2, 3, 3)
+    conv = lambda w: lax.conv_general_dilated(x, w, (1, 1), "VALID")
+    f = pj.jit(lambda w: pj.vjp(conv, w)[1](g)[0])
+    ks = _kernels(f, w0)
+    assert len(ks) >= 2 and max(k.global_size for k in ks) >= 8 * 2 * 9 * 8
+    ref = np.einsum("nohw,nchwij->ocij", g.astype(np.float64), np.lib.stride_tricks
+                    .sliding_window_view(x.astype(np.float64), (3, 3), axis=(2, 3)))
+    np.testing.assert_allclose(np.asarray(f(w0)), ref, rtol=1e-4, atol=1e-4)

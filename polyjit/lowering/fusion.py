@@ -30,7 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..tracer import primitives as P
-from ..tracer.core import Eqn, Jaxpr, Literal, ShapedArray, Var
+from ..tracer.core import Eqn, Jaxpr, Literal, ShapedArray, Var, abstract_eval_rules
 from . import ir
 from .exprs import EXPR_RULES, _acc_dtype
 
@@ -269,6 +269,63 @@ def _split_axes(e):
         if outs * int(np.prod([shape[a] for a in outer], dtype=np.int64)) >= SPLIT_MIN_PARALLEL:
             return inner, outer
     return axes[-1:], axes[:-1]
+
+
+# ---------------------------------------------------------------- split-K convolutions
+CONV_SPLIT_MAX_OUTPUTS = 65536      # convolutions to fewer outputs than this ...
+CONV_SPLIT_PART_LENGTH = 1024       # ... are split so each part still sums this many terms
+CONV_SPLIT_MAX_PARTIALS = 1 << 21   # partial results held at most (elements)
+
+
+def split_long_convolutions(jaxpr):
+    """(jaxpr, partial-result vars): a float32 convolution with few outputs and a long
+    contraction (a weight gradient: output (C, O, kh, kw), summing batch x positions)
+    becomes G feature groups over slices of its input-channel axis, whose (N, G*O, ...)
+    partial results a reduce_sum over G then adds: G times the parallelism, a G-th of the
+    serial length per output. Only for feature_group_count 1: the kernel side needs no new
+    case, the GEMM and generic paths already handle groups."""
+    eqns, staged = [], set()
+    for e in jaxpr.eqns:
+        G = _conv_split(e) if e.prim is P.conv_general_dilated_p else 1
+        if G == 1:
+            eqns.append(e)
+            continue
+        lhs, rhs = e.inputs
+        O, I, *kw = rhs.aval.shape
+        nsp = len(kw)
+        r = _emit(eqns, P.reshape_p, [rhs], new_sizes=(O, G, I // G, *kw))
+        r = _emit(eqns, P.transpose_p, [r], permutation=(1, 0) + tuple(range(2, nsp + 3)))
+        r = _emit(eqns, P.reshape_p, [r], new_sizes=(G * O, I // G, *kw))
+        part = _emit(eqns, e.prim, [lhs, r], **{**e.params, "feature_group_count": G})
+        N, _, *sp = part.aval.shape
+        grouped = _emit(eqns, P.reshape_p, [part], new_sizes=(N, G, O, *sp))
+        eqns.append(Eqn(P.reduce_sum_p, [grouped], {"axes": (1,)}, list(e.outputs)))
+        staged.add(part)
+    if not staged:
+        return jaxpr, staged
+    return Jaxpr(jaxpr.constvars, jaxpr.invars, eqns, jaxpr.outvars), staged
+
+
+def _conv_split(e):
+    """The number of parts G for conv eqn `e` (1: leave it alone)."""
+    p, out = e.params, e.outputs[0].aval
+    lhs, rhs = e.inputs
+    if (p.get("feature_group_count", 1) != 1 or p.get("batch_group_count", 1) != 1
+            or out.dtype != np.float32 or isinstance(lhs, Literal) or isinstance(rhs, Literal)):
+        return 1
+    O, I, *kw = rhs.aval.shape
+    length = I * int(np.prod(kw, dtype=np.int64))
+    if out.size >= CONV_SPLIT_MAX_OUTPUTS or length < 2 * CONV_SPLIT_PART_LENGTH:
+        return 1
+    return max(G for G in range(1, I + 1) if I % G == 0 and (
+        G == 1 or (length // G >= CONV_SPLIT_PART_LENGTH
+                   and out.size * G <= CONV_SPLIT_MAX_PARTIALS)))
+
+
+def _emit(eqns, prim, inputs, **params):
+    out = Var(abstract_eval_rules[prim](*[x.aval for x in inputs], **params)[0])
+    eqns.append(Eqn(prim, list(inputs), params, [out]))
+    return out
 
 
 def _roots(jaxpr, mat, defs):

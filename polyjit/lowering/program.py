@@ -116,7 +116,9 @@ def lower_to_kernels(closed: ClosedJaxpr, name="k", donated=(), in_place_ok=None
     `in_place_ok(dtype)`: may a kernel read and write one buffer of this dtype (default yes);
     `plain_product_operands`: give every computed operand of a matrix product or convolution
     its own buffer instead of fusing it into the GEMM's loaders (fusion.py)."""
-    jaxpr, staged = fusion.split_reductions(closed.jaxpr)
+    jaxpr, partials = fusion.split_long_convolutions(closed.jaxpr)
+    jaxpr, staged = fusion.split_reductions(jaxpr)
+    staged |= partials
     defs = {o: (e, i) for e in jaxpr.eqns if not runs_on_host(e) for i, o in enumerate(e.outputs)}
     mat, plans = fusion.plan_materialization(jaxpr, defs, _required(jaxpr) | staged,
                                              plain_operands=plain_product_operands)
