@@ -113,6 +113,9 @@ def _programs():
         "gemm_conv_f16_groups": (lambda a, k: lax.conv_general_dilated(
             a, k, (2, 1), ((1, 1), (0, 2)), rhs_dilation=(1, 2), feature_group_count=2),
             (_r(rng, 2, 8, 15, 13).astype(np.float16), _r(rng, 32, 4, 3, 2).astype(np.float16))),
+        # elementwise over enough elements for the float4 path, 4161 = 4 * 1040 + 1 (a tail),
+        # with a broadcast operand that stays a scalar load
+        "chain_vec4": (lambda x, b: _chain(x) * b + x, (_r(rng, 57, 73), _r(rng, 73))),
     }
 
 
@@ -169,6 +172,15 @@ def test_every_kernel_compiles_with_nvcc(name, tmp_path):
             assert f".entry {k}(" in text, (k, name)
         n_kernels += len(kernels)
     assert n_kernels >= 1
+
+
+def test_large_elementwise_kernels_move_float4():
+    """Each thread loads and stores one float4 at its own index (HBM needs the bytes in
+    flight); the broadcast operand is read per element."""
+    (src, kernels), = [u for u in _cuda_sources("chain_vec4")[:1]]
+    assert len(kernels) == 1
+    assert src.count("*(const float4*)") == 1 and src.count("*(float4*)") == 1, src
+    assert "/* pj_launch" in src
 
 
 def test_cuda_source_has_no_opencl_spelling():

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from .linearize import linearize
 from .render_c import (BF16, F16, SHARED_F64, SHARED_HELPERS, CRenderer, GemmRendering,
                        spell, split_helpers)
 
@@ -150,6 +151,10 @@ def _vec_ok(op, axis, extent, width):
     return all(v % width == 0 for v in (off, sb, other, extent))
 
 
+VEC = 4              # float32 elements per thread in elementwise kernels (one float4)
+VEC_BLOCK = 256      # threads per block of those kernels
+
+
 class CUDARenderer(CRenderer, GemmRendering):
     LANG = "CUDA"
     CTYPE, BUFTYPE = CTYPE, BUFTYPE
@@ -160,6 +165,61 @@ class CUDARenderer(CRenderer, GemmRendering):
     GEMM_INLINE = "__device__ __forceinline__"
     sms = 132      # the backend sets the device's multiprocessor count (tile choice)
     tensor_cores = True     # and whether mma.sync/cp.async/ldmatrix exist (sm_80+)
+
+    # ------------------------------------------------------------ float4 elementwise
+    def render(self, kernel, arg_dtypes):
+        if not self.generic and kernel.gemm is None:
+            src = self._render_vector(kernel, arg_dtypes)
+            if src is not None:
+                return src
+        return super().render(kernel, arg_dtypes)
+
+    def _render_vector(self, kernel, arg_dtypes):
+        """An elementwise kernel whose stores are all float32 at the work item's own index,
+        with each thread on VEC consecutive elements, or None. A thread's float32 operands at
+        its index arrive as one 16-byte load each and its results leave as one 16-byte store:
+        one 4-byte access per thread keeps too few bytes in flight to fill HBM (measured on
+        an H200: 2.4 TB/s one float per thread, 4.1 TB/s as float4, memcpy 4.2). Other loads
+        stay scalar, per element. Buffers start 256-byte aligned (cupy's pool), so the
+        vector accesses at multiples of VEC elements are aligned."""
+        n = kernel.global_size
+        if kernel.ser or n < VEC * VEC_BLOCK:
+            return None
+        stmts, g = linearize(kernel)
+        names = self.buffer_names(kernel)
+        vec_in, stored = [], []
+        for st in stmts:
+            if st[0] == "store":
+                if np.dtype(st[2]) != F32 or st[3] != g or st[1] in stored:
+                    return None
+                stored.append(st[1])
+            elif st[0] != "def":
+                return None
+            elif st[2].op == "load" and st[3][0] == g and np.dtype(st[2].dtype) == F32:
+                if st[2].arg not in vec_in:
+                    vec_in.append(st[2].arg)
+        lines = [f"  const llong {g}_v = ((llong)blockIdx.x * blockDim.x + threadIdx.x) * {VEC};",
+                 f"  if ({g}_v >= n_work) return;",
+                 f"  if ({g}_v + {VEC} <= n_work) {{"]
+        lines += [f"    const float4 q{s} = *(const float4*)({names[s]} + {g}_v);" for s in vec_in]
+        lines += [f"    float4 o{s};" for s in stored]
+        for lane, c in enumerate("xyzw"):
+            lines += ["    {", f"      const llong {g} = {g}_v + {lane};"]
+            for st in stmts:
+                if st[0] == "store":
+                    lines.append(f"      o{st[1]}.{c} = {st[4]};")
+                elif st[2].op == "load" and st[2].arg in vec_in and st[3][0] == g:
+                    lines.append(f"      const float {st[1]} = q{st[2].arg}.{c};")
+                else:
+                    lines.append(f"      const {self.ctype(st[2].dtype)} {st[1]} = "
+                                 f"{self.value(st[2], st[3], names)};")
+            lines.append("    }")
+        lines += [f"    *(float4*)({names[s]} + {g}_v) = o{s};" for s in stored]
+        lines += ["    return;", "  }", f"  for (llong {g} = {g}_v; {g} < n_work; {g}++) {{"]
+        self._stmts(stmts, lines, names, 2)       # the last n % VEC elements, one at a time
+        threads = -(-n // VEC)
+        note = f"/* pj_launch {kernel.name} {-(-threads // VEC_BLOCK)} 1 1 {VEC_BLOCK} 0 */"
+        return "\n".join([note, self.signature(kernel, arg_dtypes)] + lines + ["  }", "}"])
 
     # ------------------------------------------------------------ GEMM
     def render_gemm(self, kernel, spec, params, names, arg_dtypes):
