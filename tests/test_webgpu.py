@@ -31,7 +31,10 @@ def _same(f, *args):
     a, b = _on("webgpu", f, *args), _on("numpy", f, *args)
     for x, y in zip(a if isinstance(a, list) else [a], b if isinstance(b, list) else [b]):
         assert x.dtype == y.dtype, (x.dtype, y.dtype)
-        np.testing.assert_array_equal(x, y)
+        if x.dtype == np.float32:    # WGSL's f32 division may be 2.5 ulp off (NVIDIA: 1)
+            np.testing.assert_allclose(x, y, rtol=1e-6, atol=0)
+        else:
+            np.testing.assert_array_equal(x, y)
 
 
 # ---------------------------------------------------------------- dtypes

@@ -226,6 +226,9 @@ def materialized_up_front(jaxpr, required, plain_operands=False):
 SPLIT_MAX_OUTPUTS = 1024     # reductions to fewer outputs than this ...
 SPLIT_MIN_LENGTH = 4096      # ... over at least this many elements each are split
 SPLIT_MIN_PARALLEL = 256     # outputs of the first stage, at least (when the axes allow)
+SPLIT_FEW_OUTPUTS = 8        # a reduction over one axis to fewer outputs than this ...
+SPLIT_MIN_AXIS = 256         # ... and at least this long is split as (L // b, b) (a loss
+# or accuracy over the batch: one work item would evaluate every row's fused body serially)
 _SPLITTABLE = (P.reduce_sum_p, P.reduce_max_p, P.reduce_min_p)
 
 
@@ -243,6 +246,12 @@ def split_reductions(jaxpr):
             continue
         inner, outer = split
         x = e.inputs[0]
+        if len(inner) == 1 and inner == outer:      # one axis, of L = (L // b) * b terms
+            (a,), shape = inner, x.aval.shape
+            b = _inner_factor(shape[a])
+            x = _emit(eqns, P.reshape_p, [x],
+                      new_sizes=tuple(shape[:a]) + (shape[a] // b, b) + tuple(shape[a + 1:]))
+            inner, outer = (a + 1,), (a,)
         shape = x.aval.shape
         mid = Var(ShapedArray([d for i, d in enumerate(shape) if i not in inner], x.aval.dtype,
                               x.aval.weak_type))
@@ -262,6 +271,9 @@ def _split_axes(e):
     shape, axes = x.aval.shape, tuple(sorted(e.params["axes"]))
     outs = int(np.prod([d for i, d in enumerate(shape) if i not in axes], dtype=np.int64))
     length = int(np.prod([shape[a] for a in axes], dtype=np.int64))
+    if (len(axes) == 1 and outs < SPLIT_FEW_OUTPUTS and length >= SPLIT_MIN_AXIS
+            and _inner_factor(length) > 1):
+        return axes, axes            # split_reductions reshapes the axis in two
     if len(axes) < 2 or outs >= SPLIT_MAX_OUTPUTS or length < SPLIT_MIN_LENGTH:
         return None
     for k in range(1, len(axes)):        # the longest inner group still giving enough outputs
@@ -271,9 +283,18 @@ def _split_axes(e):
     return axes[-1:], axes[:-1]
 
 
+def _inner_factor(n):
+    """The smallest divisor of n at least sqrt(n), or 1 when n has none below n (a prime):
+    the inner length of a split axis."""
+    b = int(np.ceil(np.sqrt(n)))
+    while n % b:
+        b += 1
+    return 1 if b == n else b
+
+
 # ---------------------------------------------------------------- split-K convolutions
 CONV_SPLIT_MAX_OUTPUTS = 65536      # convolutions to fewer outputs than this ...
-CONV_SPLIT_PART_LENGTH = 1024       # ... are split so each part still sums this many terms
+CONV_SPLIT_PART_LENGTH = 256        # ... are split so each part still sums this many terms
 CONV_SPLIT_MAX_PARTIALS = 1 << 21   # partial results held at most (elements)
 
 

@@ -83,7 +83,10 @@ F32 = np.dtype(np.float32)
 
 # Tile shapes, largest first: (BM, BN, BK, TM, TN) for the FMA kernel (threads =
 # BM/TM * BN/TN), (BM, BN, BK, warps along m, warps along n) for the tensor-core one.
-SIMT_TILES = ((128, 128, 8, 8, 8), (128, 64, 8, 8, 4), (64, 64, 8, 4, 4), (32, 32, 8, 4, 4))
+SIMT_TILES = ((128, 128, 8, 8, 8), (128, 64, 8, 8, 4), (64, 64, 8, 4, 4), (32, 128, 8, 4, 8),
+              (32, 32, 8, 4, 4))
+TILE_MAX_WASTE = 1.25   # padded tile area over the real M x N, at most (a tile much taller
+# than M, say 128 rows for M = 32, computes mostly padding)
 # tensor-core tiles: (BM, BN, BK, warps along m, warps along n, pipeline stages)
 # (measured on the H100 at 4096^3 and 8192^3; see benchmarks/bench_cuda.py)
 MMA_TILES = {"f16": ((128, 256, 64, 2, 4, 3), (128, 128, 32, 2, 4, 4), (64, 64, 32, 2, 2, 3)),
@@ -104,7 +107,8 @@ def mma_kind(spec):
 
 def gemm_tiles(spec, sms=132, tensor_cores=True):
     """The largest tile that still gives every SM a block (for wave quantisation a tile
-    that leaves SMs idle loses to a smaller one), else the smallest."""
+    that leaves SMs idle loses to a smaller one) and is not mostly padding, else the
+    largest that gives every SM a block, else the smallest."""
     kind = mma_kind(spec) if tensor_cores else None
     cands = SIMT_TILES if kind is None else MMA_TILES["tf32" if kind == "tf32" else "f16"]
     if kind is not None:
@@ -113,10 +117,11 @@ def gemm_tiles(spec, sms=132, tensor_cores=True):
             # element-wise tile loads (fused producers, strided operands): more threads
             # per tile and fewer accumulators, or the loads' registers spill
             cands = ((128, 128, 2 * e, 2, 4, 3), (64, 64, 2 * e, 2, 2, 3))
-    for t in cands:
-        blocks = -(-spec.M // t[0]) * -(-spec.N // t[1]) * spec.batch
-        if blocks >= sms:
-            break
+    def fits(t, waste):
+        nm, nn = -(-spec.M // t[0]), -(-spec.N // t[1])
+        return nm * nn * spec.batch >= sms and nm * nn * t[0] * t[1] <= waste * spec.M * spec.N
+    t = next((t for t in cands if fits(t, TILE_MAX_WASTE)), None) or \
+        next((t for t in cands if fits(t, float("inf"))), cands[-1])
     if kind is None:
         return dict(kind="simt", BM=t[0], BN=t[1], BK=t[2], TM=t[3], TN=t[4])
     return dict(kind=kind, BM=t[0], BN=t[1], BK=t[2], WM=t[3], WN=t[4], S=t[5])

@@ -158,7 +158,55 @@ fn pj_pow(x: f32, y: f32) -> f32 {
 }
 fn pj_fmax(x: f32, y: f32) -> f32 { return select(y, x, x > y || pj_isnan(x)); }
 fn pj_fmin(x: f32, y: f32) -> f32 { return select(y, x, x < y || pj_isnan(x)); }
-fn pj_sign(x: f32) -> f32 { return select(select(x, -1.0, x < 0.0), 1.0, x > 0.0); }
+// from the bits: drivers that flush subnormals in comparisons (NVIDIA) see 2.5e-40 > 0 false
+fn pj_sign(x: f32) -> f32 {
+  let u = bitcast<u32>(x); let a = u & 0x7fffffffu;
+  if (a == 0u || a > 0x7f800000u) { return x; }
+  return bitcast<f32>((u & 0x80000000u) | 0x3f800000u);
+}
+// signed division and remainder on magnitudes: some drivers (NVIDIA Vulkan) get i32 `%`
+// of negative operands wrong. Truncating like C/XLA, 0 for a zero divisor, wrapping at INT_MIN.
+fn pj_div_i32(x: i32, y: i32) -> i32 {
+  if (y == 0i) { return 0i; }
+  let q = select(u32(x), 0u - u32(x), x < 0i) / select(u32(y), 0u - u32(y), y < 0i);
+  return select(i32(q), i32(0u - q), (x < 0i) != (y < 0i));
+}
+fn pj_rem_i32(x: i32, y: i32) -> i32 {
+  if (y == 0i) { return 0i; }
+  let r = select(u32(x), 0u - u32(x), x < 0i) % select(u32(y), 0u - u32(y), y < 0i);
+  return select(i32(r), i32(0u - r), x < 0i);
+}
+// sin, cos, tan reduced by a three-part pi/2 (Cody-Waite) and cephes' float polynomials:
+// builtin trig is a fast approximation on some GPUs (NVIDIA: ~1e-6 absolute)
+fn pj_trig_q(x: f32) -> f32 { return round(x * 0.63661977236758134); }
+fn pj_trig_r(x: f32, q: f32) -> f32 {
+  return ((x - q * 1.5703125) - q * 4.837512969970703125e-4) - q * 7.54978995489188216e-8;
+}
+fn pj_sin_poly(r: f32) -> f32 {
+  let z = r * r; return r + r * z * ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1);
+}
+fn pj_cos_poly(r: f32) -> f32 {
+  let z = r * r;
+  return 1.0 - 0.5 * z + z * z * ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2);
+}
+fn pj_sincos_q(x: f32, shift: i32) -> f32 {
+  if (!pj_isfinite(x)) { return bitcast<f32>(0x7fc00000u); }
+  if (abs(x) > 65536.0) { return select(sin(x), cos(x), shift == 1); }   // past exact q * pi/2
+  let q = pj_trig_q(x); let r = pj_trig_r(x, q); let k = (i32(q) + shift) & 3;
+  let v = select(pj_sin_poly(r), pj_cos_poly(r), (k & 1) == 1);
+  return select(v, -v, k >= 2);
+}
+fn pj_sin(x: f32) -> f32 { if (abs(x) < 1e-4) { return x; } return pj_sincos_q(x, 0); }
+fn pj_cos(x: f32) -> f32 { return pj_sincos_q(x, 1); }
+fn pj_tan(x: f32) -> f32 {
+  if (!pj_isfinite(x)) { return bitcast<f32>(0x7fc00000u); }
+  if (abs(x) < 1e-4) { return x; }
+  if (abs(x) > 65536.0) { return tan(x); }
+  let q = pj_trig_q(x); let r = pj_trig_r(x, q); let z = r * r;
+  let t = (((((9.38540185543e-3 * z + 3.11992232697e-3) * z + 2.44301354525e-2) * z
+            + 5.34112807005e-2) * z + 1.33387994085e-1) * z + 3.33331568548e-1) * z * r + r;
+  return select(t, -1.0 / t, (i32(q) & 1) == 1);
+}
 fn pj_fmod(x: f32, y: f32) -> f32 {
   var ux = bitcast<u32>(x); var uy = bitcast<u32>(y);
   var ex = i32((ux >> 23u) & 0xffu); var ey = i32((uy >> 23u) & 0xffu);
@@ -452,7 +500,8 @@ WGSL_UNARY.update({"round": "round", "log1p": "pj_log1p", "expm1": "pj_expm1", "
                    "cosh": "pj_cosh", "asinh": "pj_asinh", "acosh": "pj_acosh", "atanh": "pj_atanh",
                    "atan": "pj_atan", "asin": "pj_asin", "acos": "pj_acos",
                    "erf": "pj_erf", "erfc": "pj_erfc", "tanh": "pj_tanh", "lgamma": "pj_lgamma",
-                   "digamma": "pj_digamma", "erf_inv": "pj_erf_inv"})
+                   "digamma": "pj_digamma", "erf_inv": "pj_erf_inv",
+                   "sin": "pj_sin", "cos": "pj_cos", "tan": "pj_tan"})
 
 
 def split_program(source):
@@ -599,14 +648,16 @@ class WGSLRenderer(CRenderer):
         if op == "div":
             if f:
                 return f"({x} / {y})"
-            zero = "0u" if t == "u32" else "0i"
+            if t == "i32":
+                return f"pj_div_i32({x}, {y})"
             # integer div truncates toward zero (like XLA); 0 for a zero divisor
-            return f"select({x} / {y}, {zero}, {y} == {zero})"
+            return f"select({x} / {y}, 0u, {y} == 0u)"
         if op == "rem":
             if f:
                 return f"pj_fmod({x}, {y})"
-            zero = "0u" if t == "u32" else "0i"
-            return f"select({x} % {y}, {zero}, {y} == {zero})"
+            if t == "i32":
+                return f"pj_rem_i32({x}, {y})"
+            return f"select({x} % {y}, 0u, {y} == 0u)"
         if op == "pow":
             if f:
                 return f"pj_pow({x}, {y})"
