@@ -10,6 +10,7 @@ import pytest
 import polyjit as pj
 import polyjit.nn as nn
 import polyjit.numpy as pnp
+from agreement import assert_eager_matches_jit
 from polyjit.tracer import array_methods
 from polyjit.tracer.core import ConcretizationError
 
@@ -17,7 +18,8 @@ BF16 = np.dtype(ml_dtypes.bfloat16)
 
 
 def both(f, *args):
-    """f(*args) eagerly (on polyjit arrays) and under jit, as numpy arrays that must agree."""
+    """f(*args) eagerly (on polyjit arrays) and under jit, as numpy arrays that must agree
+    (tests/agreement.py: exactly on numpy, within a few ulps of float on compiled backends)."""
     eager = f(*[pnp.asarray(a) if isinstance(a, np.ndarray) else a for a in args])
     jitted = pj.jit(f)(*args)
     flat_e = eager if isinstance(eager, (tuple, list)) else [eager]
@@ -25,8 +27,7 @@ def both(f, *args):
     out = []
     for e, j in zip(flat_e, flat_j):
         e, j = np.asarray(e), np.asarray(j)
-        assert e.dtype == j.dtype and e.shape == j.shape
-        np.testing.assert_array_equal(e, j)
+        assert_eager_matches_jit(e, j)
         out.append(e)
     return out if isinstance(eager, (tuple, list)) else out[0]
 

@@ -2,12 +2,15 @@
 under jit, including broadcasting, promotion, Python scalars, 0-d arrays and size-0 dims."""
 import ml_dtypes
 import numpy as np
-from hypothesis import HealthCheck, assume, given, settings
+from hypothesis import HealthCheck, assume, given, reject, settings
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
 
 import polyjit as pj
 import polyjit.numpy as pnp
+from agreement import assert_eager_matches_jit
+from polyjit import backends
+from polyjit.backends.compiled import Float64Unsupported
 
 BF16 = np.dtype(ml_dtypes.bfloat16)
 INTS = [np.dtype(t) for t in ("int8", "int16", "int32", "int64", "uint8", "uint32")]
@@ -23,11 +26,17 @@ def examples(n):
 
 
 def run(f, *args):
-    """f eagerly on polyjit arrays and under jit: both as numpy arrays, required to agree."""
-    eager = np.asarray(f(*[pnp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]))
-    jitted = np.asarray(pj.jit(f)(*args))
-    assert eager.dtype == jitted.dtype and eager.shape == jitted.shape
-    np.testing.assert_array_equal(eager, jitted)
+    """f eagerly on polyjit arrays and under jit: both as numpy arrays, required to agree
+    (tests/agreement.py). On a backend without 64-bit types (WebGPU), a drawn 64-bit dtype
+    meets the backend's documented refusal, and the example is set aside."""
+    try:
+        eager = np.asarray(f(*[pnp.asarray(a) if isinstance(a, np.ndarray) else a for a in args]))
+        jitted = np.asarray(pj.jit(f)(*args))
+    except Float64Unsupported:
+        if backends.get_backend().fp64:
+            raise
+        reject()
+    assert_eager_matches_jit(eager, jitted)
     return eager
 
 
@@ -82,6 +91,8 @@ def assert_close(got, want, dt, scale=None, rtol=None, atol=0.0):
         # allow a few subnormal steps there (products that underflow round in those steps)
         fi = ml_dtypes.finfo(dt)
         bound = np.maximum(bound, max(TOL[np.dtype(dt)] * float(fi.tiny), 8 * float(fi.smallest_subnormal)))
+        if backends.default_backend() == "webgpu":    # WGSL may flush subnormals to zero
+            bound = np.where(np.abs(want) < float(fi.tiny), np.maximum(bound, float(fi.tiny)), bound)
         ok = (got == want) | (np.isnan(got) & np.isnan(want)) | (np.abs(got - want) <= bound)
     assert ok.all(), f"got {got[~ok]}, want {want[~ok]} (dtype {np.dtype(dt)})"
 
@@ -140,7 +151,13 @@ def test_floor_divide_and_remainder(backend, dt, shapes, data):
     a = data.draw(arrays(dt, shapes.input_shapes[0]))
     b = data.draw(arrays(dt, shapes.input_shapes[1]).filter(lambda v: (v != 0).all()))
     with np.errstate(all="ignore"):
-        np.testing.assert_array_equal(run(pnp.floor_divide, a, b), np.floor_divide(a, b))
+        got, want = run(pnp.floor_divide, a, b), np.floor_divide(a, b)
+        if backends.default_backend() == "webgpu" and dt in FLOATS:
+            # WGSL's division is within 2.5 ulp, not correctly rounded: a quotient past 2^24
+            # (its own floor) is off by as much
+            assert_close(got, want, dt, rtol=4 * float(ml_dtypes.finfo(dt).eps))
+        else:
+            np.testing.assert_array_equal(got, want)
         np.testing.assert_array_equal(run(pnp.remainder, a, b), np.remainder(a, b))
 
 

@@ -62,6 +62,7 @@ def _pick_device(cl, devs):
 
 class OpenCLBackend(CompiledBackend):
     name = "opencl"
+    reuse_pool_bytes = 1 << 30       # in-order queue: freed buffers are reused (compiled.py)
 
     def __init__(self, device=None):
         try:

@@ -24,6 +24,7 @@ kernels; the kernel's plain loop nest stays valid for the others.
 """
 from __future__ import annotations
 
+import math
 from collections import defaultdict
 from dataclasses import dataclass
 
@@ -185,6 +186,8 @@ _COSTLY = frozenset(P.UNARY[n] for n in (
     "cosh", "asin", "acos", "atan", "asinh", "acosh", "atanh", "erf", "erfc", "erf_inv",
     "lgamma", "digamma", "cbrt")) | {P.BINARY["pow"]}
 _MOVES = frozenset({P.reshape_p, P.transpose_p, P.broadcast_in_dim_p, P.slice_p})
+_INDEXING = _MOVES | {P.pad_p, P.rev_p, P.concatenate_p}    # index arithmetic, no values made
+_GATHERS = frozenset({P.pad_p, P.slice_p, P.concatenate_p})
 
 
 def materialized_up_front(jaxpr, required, plain_operands=False):
@@ -200,9 +203,14 @@ def materialized_up_front(jaxpr, required, plain_operands=False):
     * operands of products and convolutions computed with transcendental functions
       (tanh(x @ w1 + b1) @ w2): a loader would recompute them once per output tile, so
       they get their own elementwise kernel and the product reads them as plain loads;
+    * operands of convolutions that gather computed values (a relu mask times a max-pool
+      gradient, which pads strided slices) and that the convolution reads more than once
+      per element: its loader gathers each element once per window position (lhs) or output
+      position (rhs), recomputing the whole expression and its index arithmetic each time
+      (an elementwise epilogue of the previous layer, as relu(x + b), stays fused);
     * with `plain_operands` (backends whose GEMM loaders are slow on anything but plain
       strided loads, such as OpenCL on a CPU), every computed operand of a product."""
-    inside, costly, computed, found = {}, {}, {}, set()
+    inside, costly, computed, arith, gathers, found = {}, {}, {}, {}, {}, set()
     for e in jaxpr.eqns:
         real = [x for x in e.inputs if not isinstance(x, Literal)]
         ins = set().union(*(inside.get(x, ()) for x in real))
@@ -210,6 +218,11 @@ def materialized_up_front(jaxpr, required, plain_operands=False):
             found |= ins
         if e.prim in _PRODUCTS:
             found |= {x for x in real if costly.get(x) or (plain_operands and computed.get(x))}
+        if e.prim is P.conv_general_dilated_p:
+            lhs, rhs = e.inputs[:2]
+            reuse = {lhs: math.prod(rhs.aval.shape[2:]),
+                     rhs: math.prod(e.outputs[0].aval.shape[2:]) * e.outputs[0].aval.shape[0]}
+            found |= {x for x in real if gathers.get(x) and reuse.get(x, 1) > 1}
         s = {e.outputs[0]} if e.prim in _PRODUCTS else (set() if e.prim in _WINDOWED else ins)
         inlined = e.prim in EXPR_RULES and e.prim not in _WINDOWED
         c = inlined and (e.prim in _COSTLY or any(costly.get(x) for x in real))
@@ -219,6 +232,10 @@ def materialized_up_front(jaxpr, required, plain_operands=False):
             inside[o] = set() if kept else s
             costly[o] = c and not kept
             computed[o] = inlined and not kept and (e.prim not in _MOVES or moved)
+            arith[o] = inlined and not kept and (e.prim not in _INDEXING or
+                                                 any(arith.get(x) for x in real))
+            gathers[o] = inlined and not kept and any(
+                gathers.get(x) or (e.prim in _GATHERS and arith.get(x)) for x in real)
     return found
 
 

@@ -18,6 +18,7 @@ bounds to cancel `(i*n + j) // n` into `i`, so movement ops leave little residue
 from __future__ import annotations
 
 import itertools
+import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -315,7 +316,7 @@ class Kernel:
 
     @property
     def global_size(self) -> int:
-        return int(np.prod([v.arg[1] for v in self.par], dtype=np.int64))
+        return math.prod(int(v.arg[1]) for v in self.par)     # per launch: no numpy call
 
 
 # ---------------------------------------------------------------- matrix products

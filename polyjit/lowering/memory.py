@@ -14,13 +14,12 @@ Slots written by host steps get their buffers from the host step, not from the p
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
-
-import numpy as np
 
 
 def nbytes(aval) -> int:
-    return max(int(np.prod(aval.shape, dtype=np.int64)) * aval.dtype.itemsize, 1)
+    return max(int(math.prod(aval.shape)) * aval.dtype.itemsize, 1)
 
 
 @dataclass

@@ -176,11 +176,13 @@ fn pj_rem_i32(x: i32, y: i32) -> i32 {
   let r = select(u32(x), 0u - u32(x), x < 0i) % select(u32(y), 0u - u32(y), y < 0i);
   return select(i32(r), i32(0u - r), x < 0i);
 }
-// sin, cos, tan reduced by a three-part pi/2 (Cody-Waite) and cephes' float polynomials:
+// sin, cos, tan reduced by pi/2 in five parts of 8 bits (Cody-Waite: each q * part is exact
+// for |q| < 2^16, and no fma is needed) and cephes' float polynomials:
 // builtin trig is a fast approximation on some GPUs (NVIDIA: ~1e-6 absolute)
 fn pj_trig_q(x: f32) -> f32 { return round(x * 0.63661977236758134); }
 fn pj_trig_r(x: f32, q: f32) -> f32 {
-  return ((x - q * 1.5703125) - q * 4.837512969970703125e-4) - q * 7.54978995489188216e-8;
+  return ((((x - q * 1.5703125) - q * 4.825592041015625e-4) - q * 1.2665987014770508e-6)
+          - q * 9.89530235528946e-10) - q * 2.5633440682570896e-12;
 }
 fn pj_sin_poly(r: f32) -> f32 {
   let z = r * r; return r + r * z * ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1);
@@ -191,7 +193,7 @@ fn pj_cos_poly(r: f32) -> f32 {
 }
 fn pj_sincos_q(x: f32, shift: i32) -> f32 {
   if (!pj_isfinite(x)) { return bitcast<f32>(0x7fc00000u); }
-  if (abs(x) > 65536.0) { return select(sin(x), cos(x), shift == 1); }   // past exact q * pi/2
+  if (abs(x) > 1e5) { return select(sin(x), cos(x), shift == 1); }   // past exact q * pi/2
   let q = pj_trig_q(x); let r = pj_trig_r(x, q); let k = (i32(q) + shift) & 3;
   let v = select(pj_sin_poly(r), pj_cos_poly(r), (k & 1) == 1);
   return select(v, -v, k >= 2);
@@ -201,7 +203,7 @@ fn pj_cos(x: f32) -> f32 { return pj_sincos_q(x, 1); }
 fn pj_tan(x: f32) -> f32 {
   if (!pj_isfinite(x)) { return bitcast<f32>(0x7fc00000u); }
   if (abs(x) < 1e-4) { return x; }
-  if (abs(x) > 65536.0) { return tan(x); }
+  if (abs(x) > 1e5) { return tan(x); }
   let q = pj_trig_q(x); let r = pj_trig_r(x, q); let z = r * r;
   let t = (((((9.38540185543e-3 * z + 3.11992232697e-3) * z + 2.44301354525e-2) * z
             + 5.34112807005e-2) * z + 1.33387994085e-1) * z + 3.33331568548e-1) * z * r + r;
@@ -596,8 +598,12 @@ class WGSLRenderer(CRenderer):
         if op in CMP:
             if src == np.bool_ and op not in ("eq", "ne"):
                 return f"(select(0u, 1u, {a[0]}) {CMP[op]} select(0u, 1u, {a[1]}))"
-            if op == "ne" and is_float(src):    # WGSL's != on floats is ordered: false for NaN
-                return f"(!({a[0]} == {a[1]}))"
+            if op in ("eq", "ne") and is_float(src):
+                # NaN tests from bits: WGSL lets a compiler assume no NaNs, and NVIDIA's
+                # Vulkan driver folds x != x to false inside a fused kernel
+                nan = f"pj_isnan({a[0]})" + ("" if a[0] == a[1] else f" || pj_isnan({a[1]})")
+                return (f"(({nan}) || !({a[0]} == {a[1]}))" if op == "ne" else
+                        f"(!({nan}) && {a[0]} == {a[1]})")
             return f"({a[0]} {CMP[op]} {a[1]})"
         if op == "where":
             return f"select({a[2]}, {a[1]}, {a[0]})"

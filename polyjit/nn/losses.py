@@ -21,7 +21,10 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
     if not dtypes.is_int(labels.dtype):
         raise TypeError(f"softmax_cross_entropy: labels must be integers, got {labels.dtype}")
     logp = log_softmax(logits, axis=-1)
-    nll = -pnp.take_along_axis(logp, labels[..., None].astype("int32"), axis=-1)[..., 0]
+    # the label's log-probability picked by a comparison, not a gather: its gradient is then
+    # elementwise (a gather's is a scatter-add, which compiled backends run on the host)
+    hit = labels[..., None].astype("int32") == pnp.arange(logits.shape[-1], dtype="int32")
+    nll = -pnp.sum(pnp.where(hit, logp, pnp.zeros((), logp.dtype)), axis=-1)
     if label_smoothing:
         nll = (1 - label_smoothing) * nll - label_smoothing * pnp.mean(logp, axis=-1)
     return pnp.mean(nll)
