@@ -797,3 +797,23 @@ def test_a_long_reduction_to_one_value_splits_its_axis(cl, rng):
     ks = _kernels(f, logits, labels)
     assert len(ks) == 2 and max(k.global_size for k in ks) == 32
     assert float(f(logits, labels)) == np.mean(np.argmax(logits, -1) == labels)
+
+
+def test_a_classifier_training_step_runs_no_host_steps():
+    """A CNN's jitted training step (conv, relu, max-pool, linear, softmax cross-entropy with
+    integer labels, Adam) lowers to device kernels alone: the label's log-probability is
+    picked by a comparison, whose gradient is elementwise, not by a gather whose gradient is
+    a scatter-add (a host step, which would sync every step and keep CUDA graphs off)."""
+    from polyjit import nn, optim
+    from polyjit.lowering.program import HostStep
+    from polyjit.nn import train
+    model = nn.Sequential(nn.Conv2d(4, 3), nn.relu, nn.MaxPool2d(2), nn.Flatten(), nn.Linear(10))
+    opt = optim.adam(1e-3)
+    r = np.random.default_rng(0)
+    x, y = r.random((8, 1, 10, 10), dtype=np.float32), r.integers(0, 10, 8).astype(np.int32)
+    state = train.init_train_state(model, opt, pj.random.key(0), x[:2])
+    closed = pj.make_jaxpr(train.classifier_step(model, opt))(state, x, y)
+    if len(closed.jaxpr.eqns) == 1 and closed.jaxpr.eqns[0].params.get("jaxpr") is not None:
+        closed = closed.jaxpr.eqns[0].params["jaxpr"]      # the jitted step's own program
+    prog = lower_to_kernels(closed)
+    assert prog.kernels and not [s for s in prog.steps if isinstance(s, HostStep)]
