@@ -15,9 +15,7 @@ backend ignores donation.)
 """
 from __future__ import annotations
 
-import collections
 import hashlib
-import itertools
 import os
 import weakref
 
@@ -120,10 +118,8 @@ class CompiledBackend:
         self._eager = {}
         self.bytes_in_use = 0
         self.peak_bytes = 0
-        self._free = {}                  # nbytes -> {serial: handle} of freed allocations
-        self._free_order = collections.deque()     # (serial, nbytes), oldest first
+        self._free = {}                  # nbytes -> handles of freed allocations
         self._free_bytes = 0
-        self._serial = itertools.count()
 
     # ------------------------------------------------------------ memory
     def alloc(self, aval) -> Buffer:
@@ -140,23 +136,23 @@ class CompiledBackend:
         if not same:
             return None
         self._free_bytes -= n
-        return same.popitem()[1]         # the newest: likeliest still in cache
+        data = same.pop()                # the newest: likeliest still in cache
+        if not same:
+            del self._free[n]
+        return data
 
     def _release(self, n, data=None):
         self.bytes_in_use -= n
         if data is None or n > self.reuse_pool_bytes:
             return
-        serial = next(self._serial)
-        self._free.setdefault(n, {})[serial] = data
-        self._free_order.append((serial, n))
+        self._free.setdefault(n, []).append(data)
         self._free_bytes += n
-        while self._free_bytes > self.reuse_pool_bytes:     # drop the oldest still there
-            serial, m = self._free_order.popleft()
-            if self._free[m].pop(serial, None) is not None:
-                self._free_bytes -= m
-        if len(self._free_order) > 64 + 4 * sum(map(len, self._free.values())):
-            self._free_order = collections.deque(sorted(   # forget entries reused since
-                (k, m) for m, same in self._free.items() for k in same))
+        while self._free_bytes > self.reuse_pool_bytes:     # drop from the longest-pooled size
+            m = next(iter(self._free))
+            self._free[m].pop(0)
+            self._free_bytes -= m
+            if not self._free[m]:
+                del self._free[m]
 
     def reset_peak(self):
         self.peak_bytes = self.bytes_in_use

@@ -100,6 +100,33 @@ def split_helpers(src, opener):
     return [(tuple(c.split("(")[0].split()[-1:]), c) for c in chunks]
 
 
+# sin/cos of float32 without the device's trig (WGSL helpers; OpenCL's CPU vector helpers):
+# x = q * pi/2 + r, pi/2 taken in five parts of 8 significant bits, so each q * part is
+# exact for |q| < 2^16 without fma (Cody-Waite), then cephes' float polynomials on r.
+PI_2_PARTS = (1.5703125, 4.825592041015625e-4, 1.2665987014770508e-6, 9.89530235528946e-10,
+              2.5633440682570896e-12)
+SIN_POLY = (-1.9515295891e-4, 8.3321608736e-3, -1.6666654611e-1)     # sin r = r + r z P(z)
+COS_POLY = (2.443315711809948e-5, -1.388731625493765e-3, 4.166664568298827e-2)  # 1 - z/2 + z^2 P(z)
+
+
+def trig_source(suffix=""):
+    """(r from x and q, sin polynomial of r, cos polynomial of r) as expressions, with
+    float literals ending in `suffix` ("f" for C)."""
+    def lit(c):
+        return f"{c!r}{suffix}"
+
+    def horner(cs):
+        e = lit(cs[0])
+        for c in cs[1:]:
+            e = f"({e} * z + {lit(c)})"
+        return e
+    r = "x"
+    for part in PI_2_PARTS:
+        r = f"({r} - q * {lit(part)})"
+    return (r, f"r + r * z * {horner(SIN_POLY)}",
+            f"{lit(1.0)} - {lit(0.5)} * z + z * z * {horner(COS_POLY)}")
+
+
 class RenderError(Exception):
     pass
 

@@ -11,11 +11,13 @@ local memory on CPUs (PoCL), local-memory tiles with register blocking on GPUs.
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from .linearize import linearize
 from .render_c import (BF16, F16, SHARED_F64, SHARED_HELPERS, UNARY_FLOAT, CRenderer,
-                       GemmRendering, RenderError, is_float, spell, split_helpers)
+                       GemmRendering, RenderError, is_float, spell, split_helpers, trig_source)
 
 __all__ = ["OpenCLRenderer", "RenderError", "CTYPE", "BUFTYPE", "ctype", "literal", "is_float"]
 
@@ -41,7 +43,7 @@ inline float pj_f16_from_bits(ushort u) { return vload_half(0, (__private half*)
 # exp, tanh, sin and cos on floatN vectors for CPU devices, as plain vector arithmetic: PoCL's
 # vector math library calls cost 2-4x these. cephes' float polynomials (about 1 ulp of the
 # result; sin/cos within 1 ulp of 1), exp's 2^n from exponent bits in two halves so that
-# denormal results round once, trig reduced by pi/2 in five 8-bit parts (exact products for
+# denormal results round once, trig reduced as render_c.trig_source says (exact for
 # |x| <= 1e5, the builtin past it). Ternaries select per lane; NaN lanes stay NaN. Contraction
 # into fma is allowed inside them (the program's default is off): 20% faster here.
 VMATH = r"""
@@ -76,12 +78,9 @@ inline floatN pj_tanhN(floatN x) {
 inline floatN pj_sincosN(floatN x, int shift) {
 #pragma OPENCL FP_CONTRACT ON
   floatN q = (x * 0.63661977236758134f + 12582912.0f) - 12582912.0f;
-  floatN r = ((((x - q * 1.5703125f) - q * 4.825592041015625e-4f) - q * 1.2665987014770508e-6f)
-              - q * 9.89530235528946e-10f) - q * 2.5633440682570896e-12f;
+  floatN r = TRIG_R;
   floatN z = r * r;
-  floatN s = r + r * z * ((-1.9515295891e-4f * z + 8.3321608736e-3f) * z - 1.6666654611e-1f);
-  floatN c = 1.0f - 0.5f * z + z * z * ((2.443315711809948e-5f * z - 1.388731625493765e-3f) * z
-             + 4.166664568298827e-2f);
+  floatN s = SIN_POLY, c = COS_POLY;
 #if defined(__clang__)
   intN k = (__builtin_convertvector(q, intN) + shift) & 3;
 #else
@@ -96,6 +95,8 @@ inline floatN pj_sincosN(floatN x, int shift) {
 inline floatN pj_sinN(floatN x) { return pj_sincosN(x, 0); }
 inline floatN pj_cosN(floatN x) { return pj_sincosN(x, 1); }
 """
+for _name, _expr in zip(("TRIG_R", "SIN_POLY", "COS_POLY"), trig_source("f")):
+    VMATH = VMATH.replace(_name, _expr)
 VMATH_CALL = {"exp": "pj_expN", "tanh": "pj_tanhN", "sin": "pj_sinN", "cos": "pj_cosN"}
 
 PRELUDE = F16_HELPERS.strip() + "\n" + spell(SHARED_HELPERS, SPELLING).strip() + "\n"
@@ -477,8 +478,7 @@ WORK_GROUP = 64          # work-group size of every plain kernel launch (opencl_
 _VEC_BINARY = {"add": "+", "sub": "-", "mul": "*", "div": "/"}
 _VEC_CALL = {"abs": "fabs", **{op: fn for op, fn in UNARY_FLOAT.items() if op not in ("erf", "erfc")},
              **{op: fn.replace("N", str(VEC)) for op, fn in VMATH_CALL.items()}}
-PRELUDE_PARTS += split_helpers(VMATH.replace("N(", f"{VEC}(").replace("N ", f"{VEC} ")
-                               .replace("N)", f"{VEC})"), "inline")
+PRELUDE_PARTS += split_helpers(re.sub(r"(?<=[a-z])N\b", str(VEC), VMATH), "inline")   # floatN -> float8
 
 
 def _vector_alu(op, a):

@@ -46,7 +46,8 @@ import numpy as np
 
 from . import ir
 from .linearize import Linearizer, _Block, linearize
-from .render_c import BF16, CMP, F16, UNARY_FLOAT, CRenderer, RenderError, is_float, split_helpers
+from .render_c import (BF16, CMP, F16, UNARY_FLOAT, CRenderer, RenderError, is_float, split_helpers,
+                       trig_source)
 
 __all__ = ["WGSLRenderer", "DtypeUnsupported", "RenderError", "WORKGROUP", "KERNEL_MARK",
            "split_program", "UNSUPPORTED_DTYPES"]
@@ -94,6 +95,13 @@ def _lgamma_1p_helper(terms=24):
     for c in reversed(cs[:-1]):
         horner = f"{c!r} + z * ({horner})"
     return f"fn pj_lgamma_1p(z: f32) -> f32 {{\n  return z * ({horner});\n}}\n"
+
+
+def _trig_helpers():
+    r, sin_poly, cos_poly = trig_source()
+    return (f"fn pj_trig_r(x: f32, q: f32) -> f32 {{ return {r}; }}\n"
+            f"fn pj_sin_poly(r: f32) -> f32 {{ let z = r * r; return {sin_poly}; }}\n"
+            f"fn pj_cos_poly(r: f32) -> f32 {{ let z = r * r; return {cos_poly}; }}\n")
 
 
 def _threefry_helper():
@@ -176,21 +184,9 @@ fn pj_rem_i32(x: i32, y: i32) -> i32 {
   let r = select(u32(x), 0u - u32(x), x < 0i) % select(u32(y), 0u - u32(y), y < 0i);
   return select(i32(r), i32(0u - r), x < 0i);
 }
-// sin, cos, tan reduced by pi/2 in five parts of 8 bits (Cody-Waite: each q * part is exact
-// for |q| < 2^16, and no fma is needed) and cephes' float polynomials:
-// builtin trig is a fast approximation on some GPUs (NVIDIA: ~1e-6 absolute)
+// sin, cos, tan reduced as render_c.trig_source says (pj_trig_r, pj_sin_poly, pj_cos_poly,
+// below the string): builtin trig is a fast approximation on some GPUs (NVIDIA: ~1e-6 absolute)
 fn pj_trig_q(x: f32) -> f32 { return round(x * 0.63661977236758134); }
-fn pj_trig_r(x: f32, q: f32) -> f32 {
-  return ((((x - q * 1.5703125) - q * 4.825592041015625e-4) - q * 1.2665987014770508e-6)
-          - q * 9.89530235528946e-10) - q * 2.5633440682570896e-12;
-}
-fn pj_sin_poly(r: f32) -> f32 {
-  let z = r * r; return r + r * z * ((-1.9515295891e-4 * z + 8.3321608736e-3) * z - 1.6666654611e-1);
-}
-fn pj_cos_poly(r: f32) -> f32 {
-  let z = r * r;
-  return 1.0 - 0.5 * z + z * z * ((2.443315711809948e-5 * z - 1.388731625493765e-3) * z + 4.166664568298827e-2);
-}
 fn pj_sincos_q(x: f32, shift: i32) -> f32 {
   if (!pj_isfinite(x)) { return bitcast<f32>(0x7fc00000u); }
   if (abs(x) > 1e5) { return select(sin(x), cos(x), shift == 1); }   // past exact q * pi/2
@@ -471,7 +467,7 @@ fn pj_erf_inv(y: f32) -> f32 {
   return p * y;
 }
 """ + _threefry_helper()
-HELPERS += _lgamma_1p_helper()
+HELPERS += _lgamma_1p_helper() + _trig_helpers()
 HELPER_PARTS = split_helpers(HELPERS, "fn ")
 
 

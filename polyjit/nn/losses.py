@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from ..tracer import dtypes
 from ..tracer.primitives import ShapeError
-from .activations import log_softmax
+from .activations import log_softmax, one_hot
 
 
 def _pnp():
@@ -23,7 +23,7 @@ def softmax_cross_entropy(logits, labels, label_smoothing=0.0):
     logp = log_softmax(logits, axis=-1)
     # the label's log-probability picked by a comparison, not a gather: its gradient is then
     # elementwise (a gather's is a scatter-add, which compiled backends run on the host)
-    hit = labels[..., None].astype("int32") == pnp.arange(logits.shape[-1], dtype="int32")
+    hit = one_hot(labels, logits.shape[-1], dtype=bool)
     nll = -pnp.sum(pnp.where(hit, logp, pnp.zeros((), logp.dtype)), axis=-1)
     if label_smoothing:
         nll = (1 - label_smoothing) * nll - label_smoothing * pnp.mean(logp, axis=-1)
