@@ -1,7 +1,7 @@
 """The CUDA path without a GPU and with one.
 
 Without a GPU (CI): representative programs are lowered with the shared lowering, rendered
-to CUDA C, and every kernel is compiled by `nvcc -ptx -arch=sm_90` with the flags NVRTC
+to CUDA C, and every kernel is compiled by `nvcc -ptx -arch=sm_90` (sm_90a for warpgroup MMA) with the flags NVRTC
 gets, so generated CUDA source is checked on every submission.
 With a GPU: the same programs run on the cuda backend and must match the numpy backend.
 """
@@ -285,6 +285,78 @@ def test_gemm_programs_use_the_tiled_kernel(name):
     if want != "simt":
         assert "mma.sync.aligned.m16n8k16" in src and "ldmatrix" in src
     assert f"pj_launch {gemms[0].name}" in src
+
+
+# warpgroup MMA (sm_90a): problems big enough that a 128 x 256 or 128 x 128 tile gives
+# every SM of an H100 a block; tails in M and K, fused epilogues, a batch
+def _h(rng, *shape, dt=np.float16):
+    return _r(rng, *shape).astype(dt)
+
+
+def _wgmma_programs():
+    rng = np.random.default_rng(11)
+    return {
+        "wgmma_f16_256": (lambda a, b: a @ b, (_h(rng, 2048, 128), _h(rng, 128, 4096))),
+        "wgmma_f16_bias": (lambda a, b, c: a @ b + c,
+                           (_h(rng, 1536, 520), _h(rng, 520, 1536), _h(rng, 1536))),
+        "wgmma_bf16_odd_tanh": (lambda a, b: pnp.tanh(a @ b * 0.1),
+                                (_h(rng, 1000, 264, dt=pnp.bfloat16), _h(rng, 264, 2056, dt=pnp.bfloat16))),
+        "wgmma_bf16_batched": (lambda a, b: pnp.matmul(a, b),
+                               (_h(rng, 8, 384, 264, dt=pnp.bfloat16), _h(rng, 8, 264, 1024, dt=pnp.bfloat16))),
+        # operands contiguous along M or N (the instruction transposes them)
+        "wgmma_f16_a_t": (lambda a, b: a.T @ b, (_h(rng, 200, 1536), _h(rng, 200, 1536))),
+        "wgmma_bf16_b_t": (lambda a, b: a @ b.T, (_h(rng, 2048, 136, dt=pnp.bfloat16),
+                                                  _h(rng, 4096, 136, dt=pnp.bfloat16))),
+        "wgmma_f16_both_t": (lambda a, b: a.T @ b.T, (_h(rng, 96, 1544), _h(rng, 1536, 96))),
+    }
+
+
+WGMMA_PROGRAMS = _wgmma_programs()
+
+
+def _wgmma_kernel(name):
+    f, args = WGMMA_PROGRAMS[name]
+    prog = lower_to_kernels(pj.make_jaxpr(f)(*args))
+    (k,) = [k for k in prog.kernels if k.gemm is not None]
+    return prog, k
+
+
+@needs_nvcc
+@pytest.mark.parametrize("name", sorted(WGMMA_PROGRAMS))
+def test_wgmma_kernels_compile_with_nvcc(name, tmp_path):
+    prog, k = _wgmma_kernel(name)
+    src = CUDARenderer().program(prog.kernels, [a.dtype for a in prog.slot_avals])
+    assert k.tiles.get("wgmma"), k.tiles
+    layout = {"_a_t": (1, 1), "_b_t": (0, 0), "_both_t": (1, 0)}
+    ta, tb = next((v for s, v in layout.items() if name.endswith(s)), (0, 1))
+    assert (k.tiles["ta"], k.tiles["tb"]) == (ta, tb), k.tiles
+    assert "wgmma.mma_async.sync.aligned.m64n" in src
+    cu, ptx = tmp_path / "u.cu", tmp_path / "u.ptx"
+    cu.write_text(src)
+    r = subprocess.run(["nvcc", "-ptx", "-arch=sm_90a", *NVCC_FLAGS, str(cu), "-o", str(ptx)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    assert f".entry {k.name}(" in ptx.read_text() and "wgmma.mma_async" in ptx.read_text()
+
+
+def test_without_wgmma_the_same_product_uses_mma_sync():
+    prog, _ = _wgmma_kernel("wgmma_f16_bias")
+    r = CUDARenderer()
+    r.wgmma = False           # an sm_80 / sm_89 device
+    src = r.program(prog.kernels, [a.dtype for a in prog.slot_avals])
+    assert "wgmma" not in src and "mma.sync.aligned.m16n8k16" in src
+
+
+@pytest.mark.parametrize("name", sorted(WGMMA_PROGRAMS))
+def test_wgmma_matches_numpy_backend(cuda, name):
+    f, args = WGMMA_PROGRAMS[name]
+    if cuda.arch != "sm_90a":
+        pytest.skip(f"warpgroup MMA needs an sm_90 GPU (this one is {cuda.arch})")
+    got = np.asarray(pj.jit(f, backend="cuda")(*args)).astype(np.float64)
+    ref = np.asarray(pj.jit(f, backend="numpy")(*args)).astype(np.float64)
+    # half outputs: float32 sums in another order may round to the neighbouring value
+    rtol = 2e-3 if args[0].dtype == np.float16 else 1.6e-2
+    np.testing.assert_allclose(got, ref, rtol=rtol, atol=rtol * np.abs(ref).max() * 0.01)
 
 
 @pytest.fixture

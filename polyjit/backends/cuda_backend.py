@@ -47,6 +47,23 @@ def _import_cupy():
     return cupy
 
 
+def _nvrtc_cubin(source, options):
+    """A cubin from NVRTC for `options` (which name the arch); build errors as cupy's
+    CompileException, with NVRTC's log."""
+    from cupy.cuda import compiler
+    from cupy_backends.cuda.libs import nvrtc
+    prog = nvrtc.createProgram(source, "polyjit.cu", (), ())
+    try:
+        try:
+            nvrtc.compileProgram(prog, options)
+        except nvrtc.NVRTCError:
+            raise compiler.CompileException(nvrtc.getProgramLog(prog), source, "polyjit.cu",
+                                            options, "nvrtc") from None
+        return nvrtc.getCUBIN(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+
+
 class CUDABackend(CompiledBackend):
     name = "cuda"
     platform = "gpu"
@@ -60,7 +77,8 @@ class CUDABackend(CompiledBackend):
             self.stream = cp.cuda.Stream(non_blocking=True)
         props = cp.cuda.runtime.getDeviceProperties(device_id)
         self.cc = f"{props['major']}{props['minor']}"
-        self.arch = f"sm_{self.cc}"
+        # sm_90a: Hopper's arch-specific features (warpgroup MMA), cubins for sm_90 only
+        self.arch = f"sm_{self.cc}" + ("a" if self.cc == "90" else "")
         name = props["name"].decode() if isinstance(props["name"], bytes) else props["name"]
         self.device_name = name
         nvrtc = cp.cuda.nvrtc.getVersion()
@@ -71,6 +89,7 @@ class CUDABackend(CompiledBackend):
         for r in (self.renderer, self.generic_renderer):     # GEMM tile choice
             r.sms = int(props["multiProcessorCount"])
             r.tensor_cores = int(self.cc) >= 80      # mma.sync bf16/tf32, cp.async, ldmatrix
+            r.wgmma = self.arch == "sm_90a"
         self._notes = {}
         self._init_common()
 
@@ -139,9 +158,11 @@ class CUDABackend(CompiledBackend):
         from cupy.cuda import compiler
         try:
             with self.device:
-                # a cubin for this device's arch (PTX where NVRTC predates the arch)
-                cubin, _ = compiler.compile_using_nvrtc(source, options=NVRTC_OPTIONS,
-                                                        arch=self.cc, filename="polyjit.cu")
+                if self.arch.endswith("a"):      # cupy's helper takes numeric archs only
+                    cubin = _nvrtc_cubin(source, NVRTC_OPTIONS + (f"-arch={self.arch}",))
+                else:   # a cubin for this device's arch (PTX where NVRTC predates the arch)
+                    cubin, _ = compiler.compile_using_nvrtc(source, options=NVRTC_OPTIONS,
+                                                            arch=self.cc, filename="polyjit.cu")
         except compiler.CompileException as e:
             names = ", ".join(kernel_names)
             raise KernelBuildError(f"NVRTC build of kernel(s) {names} failed for {self.arch} "

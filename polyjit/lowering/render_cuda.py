@@ -11,8 +11,10 @@ Matrix products (kernels with a GemmSpec) get tiled kernels: float32 on CUDA cor
 (shared-memory double buffering, register blocking, float4 loads, explicit FMAs since
 --fmad=false), and on tensor cores with `mma.sync` (m16n8k16 float16/bfloat16, m16n8k8
 tf32 under pj.config.matmul_precision = "tf32"; float32 accumulation) fed by a
-multi-stage cp.async pipeline and ldmatrix. Tile shapes are chosen per problem size and
-SM count (gemm_tiles); the launch shape travels in a `pj_launch` comment in the source.
+multi-stage cp.async pipeline and ldmatrix; on Hopper (sm_90a) large float16/bfloat16
+products use warpgroup MMA (`wgmma.mma_async`, operands read by descriptor from
+128-byte-swizzled shared memory). Tile shapes are chosen per problem size and SM count
+(gemm_tiles); the launch shape travels in a `pj_launch` comment in the source.
 """
 from __future__ import annotations
 
@@ -105,10 +107,16 @@ def mma_kind(spec):
     return None
 
 
-def gemm_tiles(spec, sms=132, tensor_cores=True):
+# warpgroup-MMA tiles (sm_90a): (BM, BN, BK, pipeline stages); two warpgroups of 64 rows
+WGMMA_TILES = ((128, 256, 64, 4), (128, 128, 64, 6))
+
+
+def gemm_tiles(spec, sms=132, tensor_cores=True, wgmma=False):
     """The largest tile that still gives every SM a block (for wave quantisation a tile
     that leaves SMs idle loses to a smaller one) and is not mostly padding, else the
-    largest that gives every SM a block, else the smallest."""
+    largest that gives every SM a block, else the smallest. float16/bfloat16 products
+    whose operands are plain loads contiguous along K or along M / N (16-byte aligned)
+    go to warpgroup MMA where the device has it and a WGMMA tile fits."""
     kind = mma_kind(spec) if tensor_cores else None
     cands = SIMT_TILES if kind is None else MMA_TILES["tf32" if kind == "tf32" else "f16"]
     if kind is not None:
@@ -120,6 +128,13 @@ def gemm_tiles(spec, sms=132, tensor_cores=True):
     def fits(t, waste):
         nm, nn = -(-spec.M // t[0]), -(-spec.N // t[1])
         return nm * nn * spec.batch >= sms and nm * nn * t[0] * t[1] <= waste * spec.M * spec.N
+    if wgmma and kind in ("f16", "bf16"):
+        # each operand read 16 bytes at a time along K or along M / N
+        ta = 0 if _vec_ok(spec.a, 2, spec.K, 8) else 1 if _vec_ok(spec.a, 1, spec.M, 8) else None
+        tb = 1 if _vec_ok(spec.b, 2, spec.N, 8) else 0 if _vec_ok(spec.b, 1, spec.K, 8) else None
+        t = next((t for t in WGMMA_TILES if fits(t, TILE_MAX_WASTE)), None)
+        if t is not None and ta is not None and tb is not None:
+            return dict(kind=kind, wgmma=True, BM=t[0], BN=t[1], BK=t[2], S=t[3], ta=ta, tb=tb)
     t = next((t for t in cands if fits(t, TILE_MAX_WASTE)), None) or \
         next((t for t in cands if fits(t, float("inf"))), cands[-1])
     if kind is None:
@@ -142,7 +157,36 @@ __device__ inline void pj_mma_f16(float* c, const unsigned* a, const unsigned* b
 __device__ inline void pj_mma_bf16(float* c, const unsigned* a, const unsigned* b) { asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
 __device__ inline void pj_mma_tf32(float* c, const unsigned* a, const unsigned* b) { asm volatile("mma.sync.aligned.m16n8k8.row.col.f32.tf32.tf32.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};" : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3]) : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1])); }
 """
-PRELUDE_PARTS = PRELUDE_PARTS + split_helpers(GEMM_ASM, "__device__ inline")
+
+
+def _wgmma_helper(kind, n, ta, tb):
+    """`pj_wgmma_{kind}_n{n}_{ta}{tb}(d, a, b)`: d[64 x n] += A[64 x 16] B[16 x n] for one
+    warpgroup, both operands in shared memory (descriptors), float32 d; ta / tb: A is
+    M-major / B is N-major (the instruction transposes them)."""
+    regs = n // 2
+    d = ", ".join(f"%{i}" for i in range(regs))
+    outs = ", ".join(f'"+f"(d[{i}])' for i in range(regs))
+    return (f"__device__ inline void pj_wgmma_{kind}_n{n}_{ta}{tb}(float* d, ullong a, ullong b) {{ "
+            f'asm volatile("{{ .reg .pred p; setp.ne.b32 p, %{regs + 2}, 0; '
+            f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.{kind}.{kind} {{{d}}}, "
+            f'%{regs}, %{regs + 1}, p, 1, 1, {ta}, {tb}; }}" : {outs} : "l"(a), "l"(b), "r"(1)); }}\n')
+
+
+# Hopper's warpgroup MMA (sm_90a): operands read from 128-byte-swizzled shared memory
+# through descriptors, issued asynchronously and waited for by group
+WGMMA_ASM = r"""
+__device__ inline void pj_cp16a(unsigned dst, const void* src, bool ok) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0)); }
+__device__ inline void pj_cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
+__device__ inline void pj_fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
+__device__ inline void pj_wg_arrive() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
+__device__ inline void pj_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
+__device__ inline void pj_wg_wait0() { asm volatile("wgmma.wait_group.sync.aligned 0;" ::: "memory"); }
+__device__ inline void pj_wg_wait1() { asm volatile("wgmma.wait_group.sync.aligned 1;" ::: "memory"); }
+__device__ inline void pj_reg_fence(float& r) { asm volatile("" : "+f"(r) :: "memory"); }
+__device__ inline ullong pj_sw128_desc(unsigned addr, unsigned lbo, unsigned sbo) { return (ullong)((addr & 0x3FFFF) >> 4) | ((ullong)(lbo >> 4) << 16) | ((ullong)(sbo >> 4) << 32) | (1ULL << 62); }
+""" + "".join(_wgmma_helper(k, n, ta, tb) for k in ("f16", "bf16") for n in (128, 256)
+             for ta in (0, 1) for tb in (0, 1))
+PRELUDE_PARTS = PRELUDE_PARTS + split_helpers(GEMM_ASM + WGMMA_ASM, "__device__ inline")
 
 
 def _vec_ok(op, axis, extent, width):
@@ -170,6 +214,7 @@ class CUDARenderer(CRenderer, GemmRendering):
     GEMM_INLINE = "__device__ __forceinline__"
     sms = 132      # the backend sets the device's multiprocessor count (tile choice)
     tensor_cores = True     # and whether mma.sync/cp.async/ldmatrix exist (sm_80+)
+    wgmma = True            # and warpgroup MMA (sm_90a; CI compiles for it)
 
     # ------------------------------------------------------------ float4 elementwise
     def render(self, kernel, arg_dtypes):
@@ -228,11 +273,13 @@ class CUDARenderer(CRenderer, GemmRendering):
 
     # ------------------------------------------------------------ GEMM
     def render_gemm(self, kernel, spec, params, names, arg_dtypes):
-        t = gemm_tiles(spec, self.sms, self.tensor_cores)
+        t = gemm_tiles(spec, self.sms, self.tensor_cores, self.wgmma)
         kernel.tiles = t
         smem = 0       # dynamic shared memory bytes
         if t["kind"] == "simt":
             lines, grid, block = self._gemm_simt(kernel, spec, t, names)
+        elif t.get("wgmma"):
+            lines, grid, block, smem = self._gemm_wgmma(kernel, spec, t, names)
         else:
             lines, grid, block, smem = self._gemm_mma(kernel, spec, t, names)
         kernel.launch_geometry = (grid, block, smem)
@@ -502,6 +549,93 @@ class CUDARenderer(CRenderer, GemmRendering):
         L.append("    const int n = bn + wn + j * 8 + tig * 2 + (r & 1);")
         L.append(f"    if (m < {M} && n < {N}) pj_ge_{kernel.name}({bufs}, gb, m, n, c[i][j][r]);")
         L.append("  }")
+        grid = self._block_origin(spec, BM, BN)[1]
+        return L, grid, NT, smem
+
+    def _gemm_wgmma(self, kernel, spec, t, names):
+        """Two warpgroups, 64 rows each, over a BM x BN tile. Tiles of A (BM x 64) and B
+        (64 x BN) land by cp.async in 128-byte-swizzled shared memory, the layouts the
+        descriptors name: an operand contiguous along K as rows of 64 K-elements (128
+        bytes); one contiguous along M / N as blocks of 64 M / N-columns, each 64 K-rows of
+        128 bytes (the instruction transposes it). S stages: tiles t+1 .. t+S-3 load
+        while tiles t and t-1 are multiplied."""
+        BM, BN, BK, S, ta, tb = (t[k] for k in ("BM", "BN", "BK", "S", "ta", "tb"))
+        M, N, K = spec.M, spec.N, spec.K
+        NT, D = BM // 64 * 128, S - 2            # threads; tiles loaded ahead
+        KT = -(-K // BK)
+        bufs = ", ".join(names[o.slot] for o in kernel.args)
+        a_bytes, b_bytes = BM * BK * 2, BN * BK * 2
+        stage = a_bytes + b_bytes
+        smem = S * stage + 1024                  # + slack to align the base to 1024
+        L = ["  extern __shared__ __align__(1024) unsigned char pj_dyn[];",
+             "  const unsigned sbase = (pj_smem(pj_dyn) + 1023u) & ~1023u;",
+             "  const int tid = threadIdx.x, wg = tid >> 7, w4 = (tid >> 5) & 3, lane = tid & 31;",
+             *self._block_origin(spec, BM, BN)[0],
+             "  const llong gb = blockIdx.z;",
+             f"  float c[{BN // 2}];",
+             f"  #pragma unroll\n  for (int i = 0; i < {BN // 2}; i++) c[i] = 0.0f;"]
+        load = []
+        for sm, op, ext, origin, mn_major in (("sA", spec.a, M, "bm", ta), ("sB", spec.b, N, "bn", tb)):
+            base = self._operand_base(op, names)
+            s_mn, s_k = (op.plain[3], op.plain[4]) if sm == "sA" else (op.plain[4], op.plain[3])
+            R = BM if sm == "sA" else BN
+            cpr = R // 8 if mn_major else 8       # 16-byte chunks per smem row
+            for q in range(R * BK // 8 // NT):
+                i = f"({q * NT} + tid)"
+                r, cn = f"{i} / {cpr}", f"{i} % {cpr}"
+                if mn_major:     # K row r, chunk cn: column block cn / 8, chunk cn % 8
+                    dst = (f"{sm} + (({cn}) >> 3) * {BK * 128} + ({r}) * 128 + "
+                           f"(((({cn}) & 7) ^ (({r}) & 7)) << 4)")
+                    gk, gmn = f"k0 + {r}", f"{origin} + ({cn}) * 8"
+                else:            # M / N row r, chunk cn of 8, swizzled by r % 8
+                    dst = f"{sm} + ({r}) * 128 + ((({cn}) ^ (({r}) & 7)) << 4)"
+                    gk, gmn = f"k0 + ({cn}) * 8", f"{origin} + {r}"
+                load.append(f"    {{ const int gk = {gk}, gmn = {gmn}; const bool ok = gk < {K} && gmn < {ext}; "
+                            f"pj_cp16a({dst}, ok ? (const void*)({base} + (llong)gk * {s_k} + (llong)gmn * {s_mn}) "
+                            f": (const void*){base}, ok); }}")
+
+        def fetch(tile):
+            return [f"  if ({tile} < {KT}) {{ const int k0 = ({tile}) * {BK}; "
+                    f"const unsigned sA = sbase + (({tile}) % {S}) * {stage}, sB = sA + {a_bytes};"] + load + ["  }"]
+
+        def desc(sm, mn_major, kk):     # the operand's 16 K-elements kk of the stage
+            if mn_major:
+                return f"pj_sw128_desc({sm} + {kk * 16 * 128}, {BK * 128}, 1024)"
+            return f"pj_sw128_desc({sm} + {kk * 32}, 16, 1024)"
+
+        for st in range(D):
+            L += fetch(str(st)) + ["  pj_cp_commit();"]
+        mma = f"pj_wgmma_{t['kind']}_n{BN}_{ta}{tb}"
+        wg_off = BK * 128 if ta else 64 * 128    # this warpgroup's 64 rows of A
+        L += [f"  for (int t = 0; t < {KT}; t++) {{",
+              f'    asm volatile("cp.async.wait_group {D - 1};" ::: "memory");',
+              "    pj_fence_async();      // cp.async writes, visible to the async proxy",
+              "    __syncthreads();       // every thread's; and tile t-2's MMAs are done",
+              *["  " + x for x in fetch(f"t + {D}")],
+              "    pj_cp_commit();",
+              f"    const unsigned sA = sbase + (t % {S}) * {stage} + wg * {wg_off}, "
+              f"sB = sbase + (t % {S}) * {stage} + {a_bytes};",
+              "    pj_wg_arrive();"]
+        L += [f"    {mma}(c, {desc('sA', ta, kk)}, {desc('sB', tb, kk)});" for kk in range(BK // 16)]
+        L += ["    pj_wg_commit();", "    pj_wg_wait1();", "  }", "  pj_wg_wait0();",
+              f"  #pragma unroll\n  for (int i = 0; i < {BN // 2}; i++) pj_reg_fence(c[i]);"]
+        # fragment element i of this thread: its row and column in the tile
+        row = "wg * 64 + w4 * 16 + (lane >> 2) + ((i >> 1) & 1) * 8"
+        col = "(i >> 2) * 8 + (lane & 3) * 2 + (i & 1)"
+        # through shared memory (the stages are free now), so that a warp's epilogue
+        # reads and writes 32 consecutive columns of a row: the fragments themselves hold
+        # 8 rows x 8 columns per warp and instruction (measured 0.62x -> 0.71x of cuBLAS)
+        P = BN + 8                              # row pitch: 2-way bank conflicts at most
+        assert BM * P * 4 <= S * stage
+        L += ["  __syncthreads();",
+              "  float* cs = reinterpret_cast<float*>(pj_dyn + (sbase - pj_smem(pj_dyn)));",
+              f"  #pragma unroll\n  for (int i = 0; i < {BN // 2}; i += 2)",
+              f"    *reinterpret_cast<float2*>(cs + ({row}) * {P} + {col}) = make_float2(c[i], c[i + 1]);",
+              "  __syncthreads();",
+              f"  for (int q = tid; q < {BM * BN}; q += {NT}) {{",
+              f"    const int r = q / {BN}, j = q % {BN}, m = bm + r, n = bn + j;",
+              f"    if (m < {M} && n < {N}) pj_ge_{kernel.name}({bufs}, gb, m, n, cs[r * {P} + j]);",
+              "  }"]
         grid = self._block_origin(spec, BM, BN)[1]
         return L, grid, NT, smem
 
