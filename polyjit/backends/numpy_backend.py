@@ -6,10 +6,12 @@ A jaxpr compiles to a flat list of steps with liveness-based freeing of buffers.
 """
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import math
 import os
+import queue
 import sys
 import threading
 
@@ -364,20 +366,32 @@ class _Blas:
                     self.get, self.set = get, set_
                     return
 
-    def matmul(self, a, b):
+    @contextlib.contextmanager
+    def serial(self):
+        """One BLAS thread inside: for matmuls run side by side by _parallel_for."""
+        n = self.get() if self.set is not None else 1
+        if n > 1:
+            self.set(1)
+        try:
+            yield
+        finally:
+            if n > 1:
+                self.set(n)
+
+    def matmul(self, a, b, out=None):
         if a.ndim < 2 or b.ndim < 2:
             flops = 2.0 * max(a.size, b.size)
         else:
             batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
             flops = 2.0 * a.shape[-2] * a.shape[-1] * b.shape[-1] * math.prod(batch)
         if self.set is None or flops >= self.serial_flops:
-            return np.matmul(a, b)
+            return np.matmul(a, b, out=out)
         n = self.get()
         if n <= 1:
-            return np.matmul(a, b)
+            return np.matmul(a, b, out=out)
         self.set(1)
         try:
-            return np.matmul(a, b)
+            return np.matmul(a, b, out=out)
         finally:
             self.set(n)
 
@@ -460,22 +474,103 @@ _tls = threading.local()
 _COLS_BLOCK_BYTES = 2 << 20
 
 
-def _scratch(shape, dtype):
+def _scratch(shape, dtype, which="buf"):
     """A per-thread scratch array for im2col columns (consumed before the impl returns):
     reusing it spares the allocator a fresh multi-megabyte block, and its page faults,
-    on every convolution."""
+    on every convolution. `which` names one of several."""
     n = math.prod(shape) * np.dtype(dtype).itemsize
-    buf = getattr(_tls, "buf", None)
+    buf = getattr(_tls, which, None)
     if buf is None or buf.nbytes < n:
-        buf = _tls.buf = np.empty(max(n, 1), np.uint8)
+        buf = np.empty(max(n, 1), np.uint8)
+        setattr(_tls, which, buf)
     return buf[:n].view(dtype).reshape(shape)
+
+
+try:
+    _THREADS = (int(os.environ.get("POLYJIT_NUMPY_THREADS", 0))
+                or min(len(os.sched_getaffinity(0)), 4))
+except AttributeError:     # no sched_getaffinity (macOS, Windows)
+    _THREADS = min(os.cpu_count() or 1, 4)
+
+
+class _Job:
+    """Blocks 0..n-1 of a _parallel_for, claimed one at a time by whichever thread asks."""
+
+    def __init__(self, n, fn):
+        self.n, self.fn, self.next, self.busy, self.error = n, fn, 0, 0, None
+        self.lock, self.idle = threading.Lock(), threading.Event()
+
+    def work(self):
+        while True:
+            with self.lock:
+                i = self.next
+                if i >= self.n:
+                    return
+                self.next, self.busy = i + 1, self.busy + 1
+            try:
+                self.fn(i)
+            except BaseException as err:     # the caller re-raises it; stop handing out blocks
+                self.error, self.next = err, self.n
+            finally:
+                with self.lock:
+                    self.busy -= 1
+                    if not self.busy and self.next >= self.n:
+                        self.idle.set()
+
+
+_jobs = queue.SimpleQueue()
+_helpers = []
+
+
+def _helper():
+    with np.errstate(all="ignore"):      # as on the caller's side (compile_jaxpr's run)
+        while True:
+            _jobs.get().work()
+
+
+def _after_fork():        # a forked child has none of the parent's helper threads
+    global _jobs
+    _jobs = queue.SimpleQueue()
+    _helpers.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork)
+
+
+def _parallel_for(n, fn):
+    """fn(0) .. fn(n-1) on the calling thread and up to _THREADS - 1 helper threads (numpy
+    and BLAS release the GIL). The caller claims blocks too and waits only for blocks a
+    helper has started: on a busy machine an unscheduled helper leaves its share to the
+    caller instead of stalling it."""
+    k = min(n, _THREADS)
+    if k <= 1:
+        for i in range(n):
+            fn(i)
+        return
+    while len(_helpers) < k - 1:
+        _helpers.append(threading.Thread(target=_helper, daemon=True, name="polyjit-numpy"))
+        _helpers[-1].start()
+    job = _Job(n, fn)
+    with _blas.serial():         # the blocks' matmuls already run side by side
+        for _ in range(k - 1):
+            _jobs.put(job)
+        job.work()
+        with job.lock:
+            wait = job.busy > 0
+        if wait:
+            job.idle.wait()
+    job.fn = None          # a helper that wakes up late finds no block and drops the job
+    if job.error is not None:
+        raise job.error
 
 
 def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
           feature_group_count=1, batch_group_count=1, preferred_element_type=None):
     """im2col + one batched matmul. Stride-1 convolutions read their columns as flat shifted
     runs of the padded input (the "padded-row" trick): the copy streams long contiguous runs
-    and the matmul output is already (N, O, spatial) apart from the padding columns."""
+    and the matmul output is already (N, O, spatial) apart from the padding columns.
+    The padded input and the columns live in per-thread scratch buffers."""
     acc = _acc_dtype(lhs.dtype, preferred_element_type)
     out_dt = np.dtype(preferred_element_type) if preferred_element_type else lhs.dtype
     nsp = lhs.ndim - 2
@@ -508,7 +603,8 @@ def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
             pads = [(0, 0)] * nsp
         else:
             pads = list(padding)
-        xp = np.zeros(x.shape[:2] + (padded[0] + 1,) + tuple(padded[1:]), acc)
+        xp = _scratch(x.shape[:2] + (padded[0] + 1,) + tuple(padded[1:]), acc, "pad")
+        xp.fill(0)
         xp[(slice(None),) * 2 + tuple(slice(lo, lo + n) for (lo, _), n in
                                       zip(pads, x.shape[2:]))] = x
         st, item = xp.strides, xp.itemsize
@@ -521,34 +617,53 @@ def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
                                                          zip(rhs_dilation, st[2:])) + (item,),
             writeable=False)
         # a few images at a time, so that each block of columns is still in cache for its
-        # matmul; each block's result lands in its place in the output
+        # matmul, and at least one block per thread; each block's result lands in its place
+        # in the output (numpy's matmul runs one gemm per image whatever the block size)
         res = np.empty((Nb, bg, g, og) + Ps, out_dt)
-        B = max(1, _COLS_BLOCK_BYTES // (bg * g * I * K * L * item))
-        for n0 in range(0, Nb, B):
-            src = view[:, n0:n0 + B]
+        B = max(1, min(_COLS_BLOCK_BYTES // (bg * g * I * K * L * item), -(-Nb // _THREADS)))
+
+        def block(b):
+            src = view[:, b * B:(b + 1) * B]
             cols = _scratch(src.shape, acc)
             np.copyto(cols, src)
-            o = _blas.matmul(wm[:, None], cols.reshape(bg, -1, g, I * K, L))  # bg, B, g, og, L
+            cols = cols.reshape(bg, -1, g, I * K, L)
+            o = _scratch((bg, cols.shape[1], g, og, L), acc, "out")
+            o = _blas.matmul(wm[:, None], cols, o)
             o = o.reshape((bg, -1, g, og, Ps[0]) + tuple(padded[1:]))
-            res[n0:n0 + B] = np.moveaxis(o[(Ellipsis,) + tuple(slice(0, p) for p in Ps[1:])], 1, 0)
+            res[b * B:(b + 1) * B] = np.moveaxis(
+                o[(Ellipsis,) + tuple(slice(0, p) for p in Ps[1:])], 1, 0)
+        _parallel_for(-(-Nb // B), block)
         return res.reshape((Nb, O) + Ps)
     else:
-        x = _pad(lhs.astype(acc, copy=False), np.zeros((), acc),
-                 padding_config=[(0, 0, 0)] * 2 + [(lo, hi, d - 1) for (lo, hi), d in
-                                                   zip(padding, lhs_dilation)])
+        cfg = [(0, 0, 0)] * 2 + [(lo, hi, d - 1) for (lo, hi), d in zip(padding, lhs_dilation)]
+        x = lhs.astype(acc, copy=False)
+        if _pads_anew(cfg):
+            x = _pad_into(_scratch(x.shape[:2] + tuple(padded), acc, "pad"), x, 0,
+                          padding_config=cfg)
+        else:
+            x = _pad(x, np.zeros((), acc), padding_config=cfg)
         win = _windows(x, ks, window_strides, rhs_dilation)       # N, C, P..., K...
         win = win.reshape((bg, Nb, g, I) + Ps + ks)
         sp_ax, k_ax = tuple(range(4, 4 + nsp)), tuple(range(4 + nsp, 4 + 2 * nsp))
         if Pn >= K:
-            # bg, N', g, I, K..., P...: output positions innermost
+            # bg, N', g, I, K..., P...: output positions innermost; in blocks of images as above
             src = np.transpose(win, (0, 1, 2, 3) + k_ax + sp_ax)
-            cols = _scratch(src.shape, acc)
-            np.copyto(cols, src)
-            cols = cols.reshape(bg, Nb, g, I * K, Pn)
-            out = _blas.matmul(wm[:, None], cols)                  # bg, N', g, og, P
-            out = np.moveaxis(out, 1, 0)
+            res = np.empty((Nb, bg, g, og, Pn), out_dt)
+            B = max(1, min(_COLS_BLOCK_BYTES // (bg * g * I * K * Pn * np.dtype(acc).itemsize),
+                           -(-Nb // _THREADS)))
+
+            def block(b):
+                cols = _scratch(src[:, b * B:(b + 1) * B].shape, acc)
+                np.copyto(cols, src[:, b * B:(b + 1) * B])
+                cols = cols.reshape(bg, -1, g, I * K, Pn)
+                o = _scratch((bg, cols.shape[1], g, og, Pn), acc, "out")
+                o = _blas.matmul(wm[:, None], cols, o)
+                res[b * B:(b + 1) * B] = np.moveaxis(o, 1, 0)      # bg, B, g, og, P
+            _parallel_for(-(-Nb // B), block)
+            return res.reshape((Nb, O) + Ps)
         else:
-            # bg, g, N', P..., I, K...: kernel taps innermost (weight gradients: big kernels)
+            # bg, g, N', P..., I, K...: kernel taps innermost (weight gradients: big kernels);
+            # one matmul (splitting its rows to run side by side can change its rounding)
             src = np.transpose(win, (0, 2, 1) + sp_ax + (3,) + k_ax)
             cols = _scratch(src.shape, acc)
             np.copyto(cols, src)
@@ -686,19 +801,52 @@ def _convert_into(buf, x, *, new_dtype, weak_type=False):
     return buf
 
 
+def _lattice(shape, cfg):
+    """Where a pad puts its operand's elements: one strided slice per axis."""
+    return tuple(slice(lo, lo + d + max(d - 1, 0) * i, i + 1) for d, (lo, _, i) in zip(shape, cfg))
+
+
+def _pads_anew(cfg):
+    """Whether _pad builds a new array that _pad_into can build in place: no negative (cropping)
+    padding, and not all zero (then _pad returns its operand itself)."""
+    return all(lo >= 0 and hi >= 0 for lo, hi, _ in cfg) and any(lo or hi or i for lo, hi, i in cfg)
+
+
+def _pad_into(buf, x, padval, *, padding_config):
+    pv = np.asarray(padval, dtype=x.dtype)
+    buf.fill(pv if pv.any() else 0)          # as _pad: np.zeros for any zero
+    buf[_lattice(x.shape, padding_config)] = x
+    return buf
+
+
+def _ufunc_into(uf):
+    fn = lambda buf, *args, **_: uf(*args, out=buf)
+    fn.inplace = True     # buf may be one of args (elementwise: each element read, then written)
+    return fn
+
+
+def _ufunc(e):
+    """The ufunc that computes e as its impl does (operands of the result's dtype), or None."""
+    if e.prim not in _UFUNC_OUT or impl_rules.get(e.prim) is not _UFUNC_IMPL[e.prim]:
+        return None
+    dt = np.dtype(e.outputs[0].aval.dtype)
+    ok = dt in _POOL_DTYPES and all(np.dtype(x.aval.dtype) == dt for x in e.inputs)
+    return _UFUNC_OUT[e.prim] if ok else None
+
+
 def _out_rule(e):
     """`fn(buf, *args, **params)` writing e's result into buf, or None."""
     out = e.outputs[0].aval if len(e.outputs) == 1 else None
     if out is None or np.dtype(out.dtype) not in _POOL_DTYPES or math.prod(out.shape) < _POOL_MIN_SIZE:
         return None
-    if e.prim in _UFUNC_OUT and impl_rules.get(e.prim) is _UFUNC_IMPL[e.prim]:
-        if all(np.dtype(x.aval.dtype) == np.dtype(out.dtype) for x in e.inputs):
-            uf = _UFUNC_OUT[e.prim]
-            return lambda buf, *args, **_: uf(*args, out=buf)
+    if _ufunc(e) is not None:
+        return _ufunc_into(_ufunc(e))
     if e.prim is P.convert_element_type_p and impl_rules.get(e.prim) is _convert:
         src = np.dtype(e.inputs[0].aval.dtype)
         if src in _POOL_DTYPES or dtypes.is_bool(src) or dtypes.is_int(src):
             return _convert_into
+    if e.prim is P.pad_p and impl_rules.get(e.prim) is _pad and _pads_anew(e.params["padding_config"]):
+        return _pad_into
     return None
 
 
@@ -714,33 +862,128 @@ def _sole_refcount():
 _SOLE = _sole_refcount()
 
 
+def _cse(jaxpr):
+    """The equations with repeats dropped (same primitive, params and operands: every
+    primitive is a pure function of them) and their results' uses renamed; the outvars."""
+    rename, seen, eqns = {}, {}, []
+    for e in jaxpr.eqns:
+        if any(not isinstance(x, Literal) and x in rename for x in e.inputs):
+            e = e._replace(inputs=[x if isinstance(x, Literal) else rename.get(x, x)
+                                   for x in e.inputs])
+        try:
+            k = (e.prim, tuple((x.val.dtype.str, x.val.shape, x.val.tobytes())
+                               if isinstance(x, Literal) else x for x in e.inputs),
+                 tuple(sorted((n, type(v), v) for n, v in e.params.items())))
+            hash(k)
+        except TypeError:     # an unhashable param
+            k = None
+        if k is not None and k in seen:
+            rename.update(zip(e.outputs, seen[k]))
+            continue
+        if k is not None:
+            seen[k] = e.outputs
+        eqns.append(e)
+    return eqns, [v if isinstance(v, Literal) else rename.get(v, v) for v in jaxpr.outvars]
+
+
+def _pad_sum_into(buf, *ys, configs, covered=False, **_):
+    if not covered:            # (operands that cover every position leave nothing to zero)
+        buf.fill(0)
+    for y, cfg in zip(ys, configs):
+        np.add(y, np.zeros((), y.dtype), out=buf[_lattice(y.shape, cfg)])
+    return buf
+
+
+def _pad_sum(*ys, configs, shape, covered=False):
+    """A sum of zero-padded operands whose elements land on disjoint positions (the
+    gradient of strided slices, e.g. of max pooling) in one pass: each position gets
+    y + 0.0 (the adds' only rounding: -0.0 becomes +0.0) or +0.0, as the pads and adds do."""
+    return _pad_sum_into(np.empty(shape, ys[0].dtype), *ys, configs=configs, covered=covered)
+
+
+def _pad_sums(eqns, outvars):
+    """Chains of adds of pads (by +0.0) that _pad_sum can compute: {index of the chain's
+    last add: (operands, padding configs)}, and the indices of the pads and adds it replaces."""
+    uses = {}
+    for x in [x for e in eqns for x in e.inputs] + list(outvars) * 2:   # an output: never fused
+        if not isinstance(x, Literal):
+            uses[x] = uses.get(x, 0) + 1
+    chains, consumed = {}, set()      # var -> (operands, configs, eqn indices)
+    for i, e in enumerate(eqns):
+        out = e.outputs[0]
+        if e.prim.multiple_results or np.dtype(out.aval.dtype) not in _FLOATS:
+            continue
+        if e.prim is P.pad_p and impl_rules.get(e.prim) is _pad and \
+                isinstance(e.inputs[1], Literal):
+            pv, cfg = e.inputs[1].val, e.params["padding_config"]
+            if pv == 0 and not np.signbit(pv) and all(lo >= 0 and hi >= 0 for lo, hi, _ in cfg):
+                chains[out] = ([e.inputs[0]], [cfg], [i])
+        elif e.prim is P.BINARY["add"] and impl_rules.get(e.prim) is _UFUNC_IMPL[e.prim]:
+            a, b = e.inputs
+            if a is not b and all(uses.get(x) == 1 and x in chains for x in (a, b)):
+                (ya, ca, ia), (yb, cb, ib) = chains[a], chains[b]
+                chains[out] = (ya + yb, ca + cb, ia + ib + [i])
+                consumed.update((a, b))
+    fused, skip = {}, set()
+    for v, (ys, cfgs, idx) in chains.items():
+        if v in consumed or len(ys) < 2:
+            continue
+        # disjoint: each pair of operands has an axis on which their positions never meet
+        pos = [[set(range(s.start, s.stop, s.step)) for s in _lattice(y.aval.shape, cfg)]
+               for y, cfg in zip(ys, cfgs)]
+        if all(any(not (p & q) for p, q in zip(pos[m], pos[n]))
+               for m in range(len(ys)) for n in range(m)):
+            size = math.prod(eqns[idx[-1]].outputs[0].aval.shape)
+            fused[idx[-1]] = (ys, tuple(cfgs), sum(math.prod(y.aval.shape) for y in ys) == size)
+            skip.update(idx[:-1])
+    return fused, skip
+
+
 def compile_jaxpr(jaxpr: Jaxpr):
     """A runner `f(list of ndarrays for constvars + invars) -> list of ndarrays`.
 
     Each intermediate is dropped after its last use. A dropped float array of at least
     _POOL_MIN_SIZE elements that nothing else references (no view, no other slot) goes to a
-    per-run pool, from which later elementwise results of its shape and dtype are computed
-    in place (`out=`): a training step then reuses a few buffers instead of allocating, and
-    page-faulting in, a fresh one for every elementwise op."""
+    per-run pool (so does the buffer of a dropped view), from which later results of its
+    shape and dtype (elementwise ops, casts, pads) are computed in place
+    (`out=`): a training step then reuses a few buffers instead of allocating, and
+    page-faulting in, a fresh one for every op (glibc hands big freed blocks back to the
+    kernel; faulting them in again costs about a microsecond per 4 KiB page). An elementwise
+    op whose operand dies with it writes over that operand instead: its cache lines are
+    already loaded, where a fresh output costs a read of each line before it is written.
+
+    An equation that repeats an earlier one (autodiff leaves some, e.g. a batch mean
+    computed for the mean and again inside the variance) reuses its results, and a chain
+    of adds of zero-padded operands on disjoint positions runs as one _pad_sum."""
+    eqns, outvars = _cse(jaxpr)
+    fused, skip = _pad_sums(eqns, outvars)
     slot = {}
     for v in list(jaxpr.constvars) + list(jaxpr.invars):
         slot[v] = len(slot)
     n_in = len(slot)
     steps = []
     avals = {}
-    for e in jaxpr.eqns:
-        ins = [(True, x.val) if isinstance(x, Literal) else (False, slot[x]) for x in e.inputs]
+    for i, e in enumerate(eqns):
+        if i in skip:
+            continue
         for o in e.outputs:
             slot[o] = len(slot)
             avals[slot[o]] = o.aval
         impl = impl_rules.get(e.prim)
         if impl is None:
             raise NotImplementedError(f"the numpy backend has no implementation of {e.prim.name}")
-        into = _out_rule(e)
+        impl = _ufunc(e) or impl      # (skips the impl's dtype checks: most steps are small)
+        inputs, params, into = e.inputs, e.params, _out_rule(e)
+        if i in fused:
+            inputs, cfgs, covered = fused[i]
+            impl, params = _pad_sum, {"configs": cfgs, "shape": tuple(e.outputs[0].aval.shape),
+                                      "covered": covered}
+            into = _pad_sum_into if into is not None else None
+        ins = [(True, x.val) if isinstance(x, Literal) else (False, slot[x]) for x in inputs]
         key = (tuple(e.outputs[0].aval.shape), np.dtype(e.outputs[0].aval.dtype)) if into else None
-        steps.append([impl, e.params, ins, [slot[o] for o in e.outputs], e.prim.multiple_results,
-                      [], [], into, key])
-    outs = [(True, v.val) if isinstance(v, Literal) else (False, slot[v]) for v in jaxpr.outvars]
+        steps.append([impl, params, ins, [slot[o] for o in e.outputs], e.prim.multiple_results,
+                      [], into, key, ()])
+    outs = [(True, v.val) if isinstance(v, Literal) else (False, slot[v]) for v in outvars]
     # free each intermediate after its last use (inputs stay owned by the caller)
     last = {}
     for i, s in enumerate(steps):
@@ -748,15 +991,20 @@ def compile_jaxpr(jaxpr: Jaxpr):
             if not lit:
                 last[j] = i
     keep = {j for lit, j in outs if not lit}
-    wanted = {s[8] for s in steps if s[8] is not None}
+    # how many buffers of each (shape, dtype) the pool may hold: one per step that takes one
+    wanted = {}
+    for s in steps:
+        if s[7] is not None:
+            wanted[s[7]] = wanted.get(s[7], 0) + 1
     for j, i in last.items():
         if j >= n_in and j not in keep:
             a = avals[j]
             key = (tuple(a.shape), np.dtype(a.dtype))
-            if key in wanted:
-                steps[i][6].append((j, key))
-            else:
-                steps[i][5].append(j)
+            steps[i][5].append((j, key if key in wanted else None))
+    # an elementwise step may write over an operand it is the last use of
+    for s in steps:
+        if getattr(s[6], "inplace", False):
+            s[8] = tuple(j for lit, j in s[2] if not lit and (j, s[7]) in s[5])
     steps = [tuple(s) for s in steps]
     n = len(slot)
     refs, sole = sys.getrefcount, _SOLE
@@ -769,26 +1017,43 @@ def compile_jaxpr(jaxpr: Jaxpr):
 
     def _run_steps(env):
         pool = {}
-        for impl, params, ins, outs_, multi, free, pooled, into, key in steps:
+        for impl, params, ins, outs_, multi, release, into, key, donors in steps:
+            buf = None
+            for j in donors:
+                buf = env[j]
+                # only its slot, buf and getrefcount's argument hold it: no view sees the write
+                if type(buf) is np.ndarray and refs(buf) == sole + 1 and buf.flags.owndata and \
+                        buf.flags.c_contiguous and buf.flags.writeable:
+                    break
+                buf = None
+            if buf is None and into is not None:
+                bufs = pool.get(key)
+                buf = bufs.pop() if bufs else None
             args = [v if lit else env[v] for lit, v in ins]
-            bufs = pool.get(key) if into is not None else None
-            r = into(bufs.pop(), *args, **params) if bufs else impl(*args, **params)
-            del args
+            r = impl(*args, **params) if buf is None else into(buf, *args, **params)
+            del args, buf
             if multi:
                 for o, val in zip(outs_, r):
                     env[o] = val
             else:
                 env[outs_[0]] = r
             del r
-            for j in free:
-                env[j] = None
-            for j, k in pooled:
+            for j, k in release:
                 a = env[j]
                 env[j] = None
                 # only a and getrefcount's argument hold it: no other slot, view or caller
-                if type(a) is np.ndarray and refs(a) == sole and a.flags.owndata and \
-                        a.flags.c_contiguous and a.flags.writeable:
-                    pool.setdefault(k, []).append(a)
+                if type(a) is not np.ndarray or refs(a) != sole:
+                    continue
+                if a.base is not None:   # a view (reshape, slice): its buffer may be free now
+                    a = a.base
+                    if type(a) is not np.ndarray or refs(a) != sole:
+                        continue
+                    k = (a.shape, a.dtype)
+                if k in wanted and a.flags.owndata and a.flags.c_contiguous and a.flags.writeable:
+                    bufs = pool.setdefault(k, [])
+                    if len(bufs) < wanted[k]:
+                        bufs.append(a)
+            a = bufs = None
     return run
 
 
