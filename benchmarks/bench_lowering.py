@@ -8,6 +8,12 @@ The n x n x n float32 matmul (default 1024) on opencl beside numpy's BLAS, the t
 timed alternately (best of several rounds each, so load from other processes on a
 shared machine hits both alike), GFLOP/s and their ratio printed, the result checked
 against numpy first.
+
+    python benchmarks/bench_lowering.py --processes [n ...]
+The same two, each in processes of its own, alternating (see matmul_separate_processes).
+
+    python benchmarks/bench_lowering.py --pauses [n ...]
+Call by call with pauses between (see matmul_pauses).
 """
 import numpy as np
 import pytest
@@ -105,8 +111,88 @@ def matmul_side_by_side(n=1024, rounds=7):
             "ratio_opencl_over_numpy": best_np / best_pj}
 
 
+def _one_process(which, n, calls):
+    """Median seconds of `calls` n x n matmuls by `which` ("numpy" or "opencl"), timed in
+    this process after warm-up."""
+    import time
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    if which == "numpy":
+        run = lambda: np.matmul(a, b)
+    else:
+        pa, pb = pj.device_put(a, backend="opencl"), pj.device_put(b, backend="opencl")
+        f = pj.jit(lambda a, b: a @ b, backend="opencl")
+        ref = a.astype(np.float64) @ b
+        err = float(np.abs(np.asarray(f(pa, pb)) - ref).max() / np.abs(ref).max())
+        assert err < 1e-5, err
+        run = lambda: f(pa, pb).block_until_ready()
+    for _ in range(3):
+        run()
+    ts = []
+    for _ in range(calls):
+        t = time.perf_counter()
+        run()
+        ts.append(time.perf_counter() - t)
+    return float(np.median(ts))
+
+
+def matmul_separate_processes(n=1024, rounds=4, calls=20):
+    """numpy's BLAS and opencl each in a process of its own, alternating process by
+    process: neither library's idle worker threads (OpenBLAS spins for a while after a
+    call) share the cores with the other's. Median of each process, then the median
+    over processes."""
+    import subprocess
+    import sys
+    code = ("import sys; sys.path.insert(0, 'benchmarks'); import bench_lowering as b; "
+            "print(b._one_process(sys.argv[1], int(sys.argv[2]), int(sys.argv[3])))")
+    t = {"numpy": [], "opencl": []}
+    for _ in range(rounds):
+        for which in t:
+            out = subprocess.run([sys.executable, "-c", code, which, str(n), str(calls)],
+                                 capture_output=True, text=True, check=True)
+            t[which].append(float(out.stdout.split()[-1]))
+    gf = lambda s: 2 * n ** 3 / s / 1e9
+    med = {k: float(np.median(v)) for k, v in t.items()}
+    return {"n": n, "mode": "separate processes", "numpy_ms": [x * 1e3 for x in t["numpy"]],
+            "opencl_ms": [x * 1e3 for x in t["opencl"]], "numpy_gflops": gf(med["numpy"]),
+            "opencl_gflops": gf(med["opencl"]), "ratio_opencl_over_numpy": med["numpy"] / med["opencl"]}
+
+
+def matmul_pauses(n=1024, pauses=(0.0, 0.01, 0.05, 0.2, 0.5), calls=7):
+    """numpy, pause, opencl, pause, ... in one process: how long after a numpy matmul its
+    BLAS threads still take cores from PoCL. Medians per pause length."""
+    import time
+    rng = np.random.default_rng(0)
+    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
+    pa, pb = pj.device_put(a, backend="opencl"), pj.device_put(b, backend="opencl")
+    f = pj.jit(lambda a, b: a @ b, backend="opencl")
+    f(pa, pb).block_until_ready()
+    out = []
+    for gap in pauses:
+        tn, tp = [], []
+        for _ in range(calls):
+            t = time.perf_counter()
+            np.matmul(a, b)
+            tn.append(time.perf_counter() - t)
+            time.sleep(gap)
+            t = time.perf_counter()
+            f(pa, pb).block_until_ready()
+            tp.append(time.perf_counter() - t)
+            time.sleep(gap)
+        out.append({"pause_s": gap, "numpy_ms": float(np.median(tn)) * 1e3,
+                    "opencl_ms": float(np.median(tp)) * 1e3,
+                    "ratio_opencl_over_numpy": float(np.median(tn) / np.median(tp))})
+    return out
+
+
 if __name__ == "__main__":
     import json
     import sys
-    for n in [int(x) for x in sys.argv[1:]] or [1024]:
-        print(json.dumps(matmul_side_by_side(n)))
+    args = [a for a in sys.argv[1:] if not a.startswith("--")]
+    for n in [int(x) for x in args] or [1024]:
+        if "--processes" in sys.argv:
+            print(json.dumps(matmul_separate_processes(n)))
+        elif "--pauses" in sys.argv:
+            print(json.dumps(matmul_pauses(n)))
+        else:
+            print(json.dumps(matmul_side_by_side(n)))
