@@ -176,3 +176,24 @@ def test_pad_into_a_pooled_buffer_matches_eager_bits(padval):
         g(x)
         eager, jitted = f(x), g(x)                # the second call: buffers from the pool
     assert [_bits(a) for a in eager] == [_bits(a) for a in jitted]
+
+
+@pytest.mark.skipif(not hasattr(__import__("os"), "fork"), reason="no os.fork on this platform")
+def test_a_forked_child_runs_blocks_on_helpers_of_its_own(threads):
+    import multiprocessing as mp
+    threads(3)
+    nb._parallel_for(6, lambda i: None)          # the parent's helpers exist now
+    ctx = mp.get_context("fork")
+    q = ctx.Queue()
+    p = ctx.Process(target=_child_blocks, args=(q,))
+    p.start()
+    p.join(60)
+    assert p.exitcode == 0, p.exitcode
+    done, helpers = q.get(timeout=5)
+    assert done == list(range(12)) and helpers >= 1
+
+
+def _child_blocks(q):
+    seen = []
+    nb._parallel_for(12, seen.append)
+    q.put((sorted(seen), sum(t.is_alive() for t in nb._helpers)))
