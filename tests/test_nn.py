@@ -360,3 +360,13 @@ def test_fit_with_progress_bar_shows_loss_and_accuracy(capsys):
     assert len(logged) == 2 and logged[1].startswith("epoch 2: loss")
     shown = [float(v) for v in __import__("re").findall(r"loss=([0-9.]+)", err)]
     assert history[-1]["loss"] == pytest.approx(shown[-1], abs=1e-4)   # the bar shows the epoch mean
+
+
+def test_relu_has_derivative_zero_at_zero_and_keeps_nan():
+    """As PyTorch and JAX define it (max's own rule would give 0.5 at the tie)."""
+    x = np.array([-1.5, 0.0, -0.0, 2.0], np.float32)
+    g = np.asarray(pj.grad(lambda x: nn.relu(x).sum())(x))
+    np.testing.assert_array_equal(g, (x > 0).astype(np.float32))
+    t, dt = pj.jvp(nn.relu, (x,), (np.full(4, 3.0, np.float32),))
+    np.testing.assert_array_equal(np.asarray(dt), np.where(x > 0, 3.0, 0.0))
+    assert np.isnan(np.asarray(nn.relu(np.array([np.nan], np.float32)))[0])

