@@ -547,17 +547,6 @@ _jobs = queue.SimpleQueue()
 _helpers = []
 
 
-def _after_fork_in_child():
-    """A forked child has none of the parent's helper threads: start afresh."""
-    global _jobs
-    _jobs = queue.SimpleQueue()
-    _helpers.clear()
-
-
-if hasattr(os, "register_at_fork"):
-    os.register_at_fork(after_in_child=_after_fork_in_child)
-
-
 def _helper():
     with np.errstate(all="ignore"):      # as on the caller's side (compile_jaxpr's run)
         while True:

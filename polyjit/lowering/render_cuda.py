@@ -176,7 +176,6 @@ def _wgmma_helper(kind, n, ta, tb):
 # through descriptors, issued asynchronously and waited for by group
 WGMMA_ASM = r"""
 __device__ inline void pj_cp16a(unsigned dst, const void* src, bool ok) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0)); }
-__device__ inline void pj_cp_wait0() { asm volatile("cp.async.wait_group 0;" ::: "memory"); }
 __device__ inline void pj_fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ inline void pj_wg_arrive() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ inline void pj_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
