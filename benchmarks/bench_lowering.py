@@ -84,56 +84,59 @@ def test_matmul_numpy_itself(benchmark):
     benchmark(np.matmul, a, b)
 
 
-def matmul_side_by_side(n=1024, rounds=7):
-    import time
+def _operands(n):
     rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
-    be = backends.get_backend("opencl")
+    return [rng.standard_normal((n, n)).astype(np.float32) for _ in range(2)]
+
+
+def _matmul_case(n):
+    """`numpy()` and `opencl()` runs of the product of _operands(n), the opencl result
+    checked against float64 first, and its kernel."""
+    a, b = _operands(n)
     pa, pb = pj.device_put(a, backend="opencl"), pj.device_put(b, backend="opencl")
     f = pj.jit(lambda a, b: a @ b, backend="opencl")
     ref = a.astype(np.float64) @ b
-    got = np.asarray(f(pa, pb))
-    err = float(np.abs(got - ref).max() / np.abs(ref).max())
+    err = float(np.abs(np.asarray(f(pa, pb)) - ref).max() / np.abs(ref).max())
     assert err < 1e-5, err
     (k,) = f.lower(pa, pb).executable.kernels
+    return (lambda: np.matmul(a, b)), (lambda: f(pa, pb).block_until_ready()), err, k
+
+
+def _seconds(run):
+    import time
+    t = time.perf_counter()
+    run()
+    return time.perf_counter() - t
+
+
+def _gflops(n, s):
+    return 2 * n ** 3 / s / 1e9
+
+
+def matmul_side_by_side(n=1024, rounds=7):
+    run_np, run_cl, err, k = _matmul_case(n)
     best_pj = best_np = float("inf")
     for _ in range(rounds):
-        t = time.perf_counter()
-        np.matmul(a, b)
-        best_np = min(best_np, time.perf_counter() - t)
-        t = time.perf_counter()
-        f(pa, pb).block_until_ready()
-        best_pj = min(best_pj, time.perf_counter() - t)
-    gf = lambda s: 2 * n ** 3 / s / 1e9
-    return {"n": n, "device": be.device.name, "tiles": getattr(k, "tiles", None),
-            "max_rel_err": err, "opencl_ms": best_pj * 1e3, "numpy_ms": best_np * 1e3,
-            "opencl_gflops": gf(best_pj), "numpy_gflops": gf(best_np),
+        best_np = min(best_np, _seconds(run_np))
+        best_pj = min(best_pj, _seconds(run_cl))
+    return {"n": n, "device": backends.get_backend("opencl").device.name,
+            "tiles": getattr(k, "tiles", None), "max_rel_err": err,
+            "opencl_ms": best_pj * 1e3, "numpy_ms": best_np * 1e3,
+            "opencl_gflops": _gflops(n, best_pj), "numpy_gflops": _gflops(n, best_np),
             "ratio_opencl_over_numpy": best_np / best_pj}
 
 
 def _one_process(which, n, calls):
     """Median seconds of `calls` n x n matmuls by `which` ("numpy" or "opencl"), timed in
     this process after warm-up."""
-    import time
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
-    if which == "numpy":
+    if which == "numpy":       # (no OpenCL runtime in numpy's process)
+        a, b = _operands(n)
         run = lambda: np.matmul(a, b)
     else:
-        pa, pb = pj.device_put(a, backend="opencl"), pj.device_put(b, backend="opencl")
-        f = pj.jit(lambda a, b: a @ b, backend="opencl")
-        ref = a.astype(np.float64) @ b
-        err = float(np.abs(np.asarray(f(pa, pb)) - ref).max() / np.abs(ref).max())
-        assert err < 1e-5, err
-        run = lambda: f(pa, pb).block_until_ready()
+        run = _matmul_case(n)[1]
     for _ in range(3):
         run()
-    ts = []
-    for _ in range(calls):
-        t = time.perf_counter()
-        run()
-        ts.append(time.perf_counter() - t)
-    return float(np.median(ts))
+    return float(np.median([_seconds(run) for _ in range(calls)]))
 
 
 def matmul_separate_processes(n=1024, rounds=4, calls=20):
@@ -151,33 +154,25 @@ def matmul_separate_processes(n=1024, rounds=4, calls=20):
             out = subprocess.run([sys.executable, "-c", code, which, str(n), str(calls)],
                                  capture_output=True, text=True, check=True)
             t[which].append(float(out.stdout.split()[-1]))
-    gf = lambda s: 2 * n ** 3 / s / 1e9
     med = {k: float(np.median(v)) for k, v in t.items()}
     return {"n": n, "mode": "separate processes", "numpy_ms": [x * 1e3 for x in t["numpy"]],
-            "opencl_ms": [x * 1e3 for x in t["opencl"]], "numpy_gflops": gf(med["numpy"]),
-            "opencl_gflops": gf(med["opencl"]), "ratio_opencl_over_numpy": med["numpy"] / med["opencl"]}
+            "opencl_ms": [x * 1e3 for x in t["opencl"]], "numpy_gflops": _gflops(n, med["numpy"]),
+            "opencl_gflops": _gflops(n, med["opencl"]),
+            "ratio_opencl_over_numpy": med["numpy"] / med["opencl"]}
 
 
 def matmul_pauses(n=1024, pauses=(0.0, 0.01, 0.05, 0.2, 0.5), calls=7):
     """numpy, pause, opencl, pause, ... in one process: how long after a numpy matmul its
     BLAS threads still take cores from PoCL. Medians per pause length."""
     import time
-    rng = np.random.default_rng(0)
-    a, b = (rng.standard_normal((n, n)).astype(np.float32) for _ in range(2))
-    pa, pb = pj.device_put(a, backend="opencl"), pj.device_put(b, backend="opencl")
-    f = pj.jit(lambda a, b: a @ b, backend="opencl")
-    f(pa, pb).block_until_ready()
+    run_np, run_cl, _, _ = _matmul_case(n)
     out = []
     for gap in pauses:
         tn, tp = [], []
         for _ in range(calls):
-            t = time.perf_counter()
-            np.matmul(a, b)
-            tn.append(time.perf_counter() - t)
+            tn.append(_seconds(run_np))
             time.sleep(gap)
-            t = time.perf_counter()
-            f(pa, pb).block_until_ready()
-            tp.append(time.perf_counter() - t)
+            tp.append(_seconds(run_cl))
             time.sleep(gap)
         out.append({"pause_s": gap, "numpy_ms": float(np.median(tn)) * 1e3,
                     "opencl_ms": float(np.median(tp)) * 1e3,

@@ -252,16 +252,11 @@ impl_rules[P.dynamic_update_slice_p] = _dynamic_update_slice
 
 
 def _pad(x, padval, *, padding_config):
-    if all(lo >= 0 and hi >= 0 for lo, hi, _ in padding_config):
-        if not any(lo or hi or i for lo, hi, i in padding_config):
-            return x
-        # one allocation, one strided assignment
+    if _pads_anew(padding_config):      # one allocation, one strided assignment
         shape = [lo + hi + (d + max(d - 1, 0) * i) for d, (lo, hi, i) in zip(x.shape, padding_config)]
-        pv = np.asarray(padval, dtype=x.dtype)
-        y = np.zeros(shape, x.dtype) if not pv.any() else np.full(shape, pv, x.dtype)
-        y[tuple(slice(lo, lo + d + max(d - 1, 0) * i, i + 1)
-                for d, (lo, _, i) in zip(x.shape, padding_config))] = x
-        return y
+        return _pad_into(np.empty(shape, x.dtype), x, padval, padding_config=padding_config)
+    if all(lo >= 0 and hi >= 0 for lo, hi, _ in padding_config):
+        return x                        # no padding at all
     inner = [d + max(d - 1, 0) * i for d, (_, _, i) in zip(x.shape, padding_config)]
     if any(i for _, _, i in padding_config):
         y = np.full(inner, padval, dtype=x.dtype)
@@ -409,16 +404,10 @@ class _Blas:
         else:
             batch = np.broadcast_shapes(a.shape[:-2], b.shape[:-2])
             flops = 2.0 * a.shape[-2] * a.shape[-1] * b.shape[-1] * math.prod(batch)
-        if self.set is None or flops >= self.serial_flops:
+        if flops >= self.serial_flops:
             return np.matmul(a, b, out=out)
-        n = self.get()
-        if n <= 1:
+        with self.serial():
             return np.matmul(a, b, out=out)
-        self.set(1)
-        try:
-            return np.matmul(a, b, out=out)
-        finally:
-            self.set(n)
 
 
 _blas = _Blas()
@@ -590,6 +579,12 @@ def _parallel_for(n, fn):
         raise job.error
 
 
+def _image_block(n_images, bytes_per_image):
+    """Images per block of a convolution: its columns still in cache for its matmul, and
+    at least one block per thread."""
+    return max(1, min(_COLS_BLOCK_BYTES // bytes_per_image, -(-n_images // _THREADS)))
+
+
 def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
           feature_group_count=1, batch_group_count=1, preferred_element_type=None):
     """im2col + one batched matmul. Stride-1 convolutions read their columns as flat shifted
@@ -645,7 +640,7 @@ def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
         # matmul, and at least one block per thread; each block's result lands in its place
         # in the output (numpy's matmul runs one gemm per image whatever the block size)
         res = np.empty((Nb, bg, g, og) + Ps, out_dt)
-        B = max(1, min(_COLS_BLOCK_BYTES // (bg * g * I * K * L * item), -(-Nb // _THREADS)))
+        B = _image_block(Nb, bg * g * I * K * L * item)
 
         def block(b):
             src = view[:, b * B:(b + 1) * B]
@@ -674,8 +669,7 @@ def _conv(lhs, rhs, *, window_strides, padding, lhs_dilation, rhs_dilation,
             # bg, N', g, I, K..., P...: output positions innermost; in blocks of images as above
             src = np.transpose(win, (0, 1, 2, 3) + k_ax + sp_ax)
             res = np.empty((Nb, bg, g, og, Pn), out_dt)
-            B = max(1, min(_COLS_BLOCK_BYTES // (bg * g * I * K * Pn * np.dtype(acc).itemsize),
-                           -(-Nb // _THREADS)))
+            B = _image_block(Nb, bg * g * I * K * Pn * np.dtype(acc).itemsize)
 
             def block(b):
                 cols = _scratch(src[:, b * B:(b + 1) * B].shape, acc)
@@ -864,8 +858,8 @@ def _out_rule(e):
     out = e.outputs[0].aval if len(e.outputs) == 1 else None
     if out is None or np.dtype(out.dtype) not in _POOL_DTYPES or math.prod(out.shape) < _POOL_MIN_SIZE:
         return None
-    if _ufunc(e) is not None:
-        return _ufunc_into(_ufunc(e))
+    if (uf := _ufunc(e)) is not None:
+        return _ufunc_into(uf)
     if e.prim is P.convert_element_type_p and impl_rules.get(e.prim) is _convert:
         src = np.dtype(e.inputs[0].aval.dtype)
         if src in _POOL_DTYPES or dtypes.is_bool(src) or dtypes.is_int(src):

@@ -144,7 +144,8 @@ def gemm_tiles(spec, sms=132, tensor_cores=True, wgmma=False):
 
 GEMM_ASM = r"""
 __device__ inline unsigned pj_smem(const void* p) { unsigned a; asm("{ .reg .u64 t; cvta.to.shared.u64 t, %1; cvt.u32.u64 %0, t; }" : "=r"(a) : "l"(p)); return a; }
-__device__ inline void pj_cp16(void* dst, const void* src, bool ok) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(pj_smem(dst)), "l"(src), "r"(ok ? 16 : 0)); }
+__device__ inline void pj_cp16a(unsigned dst, const void* src, bool ok) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0)); }
+__device__ inline void pj_cp16(void* dst, const void* src, bool ok) { pj_cp16a(pj_smem(dst), src, ok); }
 __device__ inline void pj_cp_commit() { asm volatile("cp.async.commit_group;"); }
 __device__ inline void pj_cp_wait1() { asm volatile("cp.async.wait_group 1;" ::: "memory"); }
 __device__ inline void pj_cp_wait2() { asm volatile("cp.async.wait_group 2;" ::: "memory"); }
@@ -175,7 +176,6 @@ def _wgmma_helper(kind, n, ta, tb):
 # Hopper's warpgroup MMA (sm_90a): operands read from 128-byte-swizzled shared memory
 # through descriptors, issued asynchronously and waited for by group
 WGMMA_ASM = r"""
-__device__ inline void pj_cp16a(unsigned dst, const void* src, bool ok) { asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;" :: "r"(dst), "l"(src), "r"(ok ? 16 : 0)); }
 __device__ inline void pj_fence_async() { asm volatile("fence.proxy.async.shared::cta;" ::: "memory"); }
 __device__ inline void pj_wg_arrive() { asm volatile("wgmma.fence.sync.aligned;" ::: "memory"); }
 __device__ inline void pj_wg_commit() { asm volatile("wgmma.commit_group.sync.aligned;" ::: "memory"); }
